@@ -1,0 +1,53 @@
+"""The ``rnnrec`` command line: one entry point, subcommands from each component.
+
+Errors an operator can fix (bad arguments, missing Java, a taken port) are printed
+as one line on stderr with exit status 2 or 1, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from stream_app.cli_demo import demo
+from stream_app.cli_kafka import kafka
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rnnrec")
+def cli() -> None:
+    """rnnrec: streaming session-based recommendations from Kafka."""
+
+
+cli.add_command(kafka)
+cli.add_command(demo)
+
+
+class OperatorError(click.ClickException):
+    """An error whose message tells the operator what to do; printed as one line."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; turn usage and operator errors into a single line."""
+    try:
+        cli.main(args=argv, prog_name="rnnrec", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        sys.exit(0)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "rnnrec"
+        click.echo(f"{where}: error: {exc.format_message()} (see '{where} --help')", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"rnnrec: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("rnnrec: aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""Small kafka-python helpers shared by the tools, the demo and the tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+
+@dataclass(frozen=True)
+class Record:
+    """One consumed record, with the broker's timestamp (ms)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def create_topics(
+    bootstrap: str,
+    names: Sequence[str],
+    partitions: int = 1,
+    configs: dict[str, str] | None = None,
+) -> None:
+    """Create topics (existing ones are left as they are)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="rnnrec-admin")
+    try:
+        new = [
+            NewTopic(
+                name, num_partitions=partitions, replication_factor=1, topic_configs=configs or {}
+            )
+            for name in names
+        ]
+        try:
+            admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            pass
+    finally:
+        admin.close()
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes]],
+    headers: list[tuple[str, bytes]] | None = None,
+) -> int:
+    """Send ``(key, value)`` pairs and wait for every acknowledgement.
+
+    Returns:
+        The number of records acknowledged.
+    """
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    try:
+        futures = [producer.send(topic, key=k, value=v, headers=headers) for k, v in records]
+        producer.flush()
+        for fut in futures:
+            fut.get(timeout=30)
+        return len(futures)
+    finally:
+        producer.close()
+
+
+def drain(
+    bootstrap: str,
+    topic: str,
+    expected: int | None = None,
+    timeout_s: float = 30.0,
+    idle_s: float = 2.0,
+) -> list[Record]:
+    """Read a topic from the beginning (no consumer group, nothing committed).
+
+    Stops when ``expected`` records were read, when ``timeout_s`` passed, or (when
+    ``expected`` is None) after ``idle_s`` without a new record.
+    """
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=int(idle_s * 1000) if expected is None else 500,
+    )
+    try:
+        from kafka import TopicPartition
+
+        deadline = time.monotonic() + timeout_s
+        parts: set[int] | None = None
+        while parts is None and time.monotonic() < deadline:
+            parts = consumer.partitions_for_topic(topic)
+            if parts is None:
+                time.sleep(0.2)
+        if not parts:
+            return []
+        consumer.assign([TopicPartition(topic, p) for p in sorted(parts)])
+        consumer.seek_to_beginning()
+        out: list[Record] = []
+        last_new = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=300)
+            for tp_records in batch.values():
+                for r in tp_records:
+                    out.append(
+                        Record(
+                            r.topic,
+                            r.partition,
+                            r.offset,
+                            r.key,
+                            r.value,
+                            r.timestamp,
+                            tuple((h[0], h[1]) for h in (r.headers or ())),
+                        )
+                    )
+            if batch:
+                last_new = time.monotonic()
+            if expected is not None and len(out) >= expected:
+                break
+            if expected is None and time.monotonic() - last_new > idle_s:
+                break
+        return out
+    finally:
+        consumer.close()
