@@ -1,0 +1,25 @@
+"""Locating the shared real data from tests: skip without it, fail under CI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from rnnrec_jax.data.paths import shared_data_dir
+
+
+def require_shared_data() -> Path:
+    """Return the shared data folder, or skip the test (fail it when `CI=true`).
+
+    Returns:
+        The folder holding `yoochoose-1pct/`, `diginetica-sample/`, ...
+    """
+    directory = shared_data_dir()
+    if directory is None or not directory.is_dir():
+        reason = "shared data not found: set RNNREC_SHARED_DATA or provide ../shared/data"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return directory
