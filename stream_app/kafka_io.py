@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,10 +40,8 @@ def create_topics(
             )
             for name in names
         ]
-        try:
+        with contextlib.suppress(TopicAlreadyExistsError):
             admin.create_topics(new)
-        except TopicAlreadyExistsError:
-            pass
     finally:
         admin.close()
 

@@ -67,6 +67,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # unless marked otherwise, so `-m unit` never needs Kafka.
     for item in items:
         path = str(item.fspath)
+        explicit_unit = any(m.name == "unit" for m in item.iter_markers())
+        if explicit_unit:
+            continue
         if f"{os.sep}integration{os.sep}" in path or f"{os.sep}chaos{os.sep}" in path:
             item.add_marker(pytest.mark.integration)
         elif not any(m.name in ("integration", "slow") for m in item.iter_markers()):
