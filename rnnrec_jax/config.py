@@ -1,0 +1,174 @@
+"""Frozen configuration dataclasses for the session recommender and its training.
+
+`ModelConfig` fixes the shapes and wiring of the network (what a checkpoint needs
+to rebuild it); `TrainConfig` fixes how it is trained. Both round-trip through JSON
+so they can live inside checkpoints and model manifests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Literal, TypeVar
+
+Cell = Literal["gru", "lstm"]
+EmbeddingMode = Literal["none", "separate", "tied"]
+Loss = Literal["cross-entropy", "bpr-max"]
+Optimiser = Literal["adagrad", "adam", "adamw", "rmsprop"]
+
+_C = TypeVar("_C", "ModelConfig", "TrainConfig")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Shape and wiring of the session encoder and its item scorer.
+
+    Attributes:
+      item_capacity: rows of the item tables. Index 0 is OOV/padding; real items are
+        1..n_items (< item_capacity); rows beyond the vocabulary are masked out.
+      cell: recurrent cell, 'gru' (GRU4Rec) or 'lstm'.
+      hidden_sizes: units per stacked recurrent layer.
+      embedding_mode: 'none' (GRU4Rec's one-hot input: the first layer's input
+        weight matrix is a row table), 'separate' (own input embedding table),
+        'tied' (input embedding = output item embedding; GRU4Rec's constrained mode).
+      embedding_dim: width of the separate input embedding (ignored otherwise).
+      attention: NARM-style attention over the last `attention_window` hidden states
+        of the session; the output is then a projection of [last state; pooled].
+      attention_window: how many past states the carry keeps when attention is on.
+      dropout_embedding: dropout on the input embedding (training only).
+      dropout_hidden: dropout on each layer's output (training only; as in GRU4Rec
+        the dropped-out state is what is carried to the next step).
+      purchase_head: add a purchase logit computed from the state and simple session
+        features, trained jointly with a weighted binary cross-entropy.
+      purchase_loss_weight: weight of the purchase loss in the total loss.
+      n_items: number of real items when the model was built (informational; the
+        validity mask is passed at scoring time so the vocabulary can grow).
+    """
+
+    item_capacity: int = 8192
+    cell: Cell = "gru"
+    hidden_sizes: tuple[int, ...] = (100,)
+    embedding_mode: EmbeddingMode = "tied"
+    embedding_dim: int = 0
+    attention: bool = False
+    attention_window: int = 16
+    dropout_embedding: float = 0.0
+    dropout_hidden: float = 0.0
+    purchase_head: bool = False
+    purchase_loss_weight: float = 0.1
+    n_items: int = 0
+
+    def __post_init__(self) -> None:
+        if self.cell not in ("gru", "lstm"):
+            raise ValueError(f"unknown cell {self.cell!r}")
+        if self.embedding_mode not in ("none", "separate", "tied"):
+            raise ValueError(f"unknown embedding_mode {self.embedding_mode!r}")
+        if not self.hidden_sizes or min(self.hidden_sizes) <= 0:
+            raise ValueError("hidden_sizes must be a non-empty tuple of positive ints")
+        if self.embedding_mode == "separate" and self.embedding_dim <= 0:
+            raise ValueError("embedding_mode='separate' needs embedding_dim > 0")
+        if self.embedding_mode == "none" and self.cell != "gru":
+            raise ValueError("embedding_mode='none' is only defined for the GRU cell")
+        if self.item_capacity < 2:
+            raise ValueError("item_capacity must be >= 2 (index 0 is OOV/padding)")
+        # JSON gives lists; keep the dataclass hashable.
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+
+    @property
+    def output_dim(self) -> int:
+        """Width of the session representation scored against item embeddings."""
+        return self.hidden_sizes[-1]
+
+    def to_json(self) -> str:
+        """Serialises to a JSON string."""
+        return _to_json(self)
+
+    @classmethod
+    def from_json(cls, text: str | dict[str, Any]) -> ModelConfig:
+        """Builds from a JSON string or an already parsed dict."""
+        return _from_json(cls, text)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """How the model is trained (session-parallel mini-batches, GRU4Rec style).
+
+    Attributes:
+      batch_size: parallel session slots.
+      n_sample: extra negatives per step drawn from popularity**sample_alpha, shared
+        by the whole mini-batch (in-batch targets are negatives too). -1 means full
+        softmax over the whole catalogue (no sampling, no logQ).
+      sample_alpha: exponent on popularity for the sampler.
+      sample_cache_steps: steps of negatives drawn at once (GRU4Rec draws in chunks).
+      logq: strength of the logQ correction for cross-entropy (0 = off).
+      loss: 'cross-entropy' or 'bpr-max'.
+      bpreg: score regularisation of BPR-max.
+      elu_param: ELU on scores before BPR-max (0 = off).
+      optimiser: 'adagrad' (with momentum, as GRU4Rec), 'adam', 'adamw', 'rmsprop'.
+      learning_rate, momentum, weight_decay, grad_clip (global norm, 0 = off).
+      adam_b2: second-moment decay for Adam/AdamW.
+      epochs: maximum epochs.
+      patience: early stopping patience in epochs on valid MRR@20 (0 = off).
+      seed: seed of init, dropout and sampling.
+      steps_per_call: session-parallel steps fused into one compiled `lax.scan`.
+      eval_batch_size: parallel sessions during evaluation.
+      label_smoothing: label smoothing for full-softmax cross-entropy.
+    """
+
+    batch_size: int = 32
+    n_sample: int = 2048
+    sample_alpha: float = 0.5
+    sample_cache_steps: int = 4096
+    logq: float = 1.0
+    loss: Loss = "cross-entropy"
+    bpreg: float = 1.0
+    elu_param: float = 0.0
+    optimiser: Optimiser = "adagrad"
+    learning_rate: float = 0.2
+    momentum: float = 0.2
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0
+    adam_b2: float = 0.999
+    epochs: int = 10
+    patience: int = 0
+    seed: int = 0
+    steps_per_call: int = 256
+    eval_batch_size: int = 512
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("cross-entropy", "bpr-max"):
+            raise ValueError(f"unknown loss {self.loss!r}")
+        if self.optimiser not in ("adagrad", "adam", "adamw", "rmsprop"):
+            raise ValueError(f"unknown optimiser {self.optimiser!r}")
+        if self.batch_size <= 0 or self.steps_per_call <= 0:
+            raise ValueError("batch_size and steps_per_call must be positive")
+        if self.n_sample < -1:
+            raise ValueError("n_sample must be -1 (full softmax), 0 or positive")
+
+    @property
+    def full_softmax(self) -> bool:
+        """True when every step scores the whole catalogue instead of a sample."""
+        return self.n_sample < 0
+
+    def to_json(self) -> str:
+        """Serialises to a JSON string."""
+        return _to_json(self)
+
+    @classmethod
+    def from_json(cls, text: str | dict[str, Any]) -> TrainConfig:
+        """Builds from a JSON string or an already parsed dict."""
+        return _from_json(cls, text)
+
+
+def _to_json(cfg: ModelConfig | TrainConfig) -> str:
+    return json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+
+
+def _from_json(cls: type[_C], text: str | dict[str, Any]) -> _C:
+    data = json.loads(text) if isinstance(text, str) else dict(text)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return cls(**data)

@@ -1,0 +1,1 @@
+"""Training configurations: each module exposes `get_config() -> (ModelConfig, TrainConfig)`."""

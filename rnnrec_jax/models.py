@@ -1,0 +1,401 @@
+"""GRU4Rec-style session encoder (Flax linen) and item scorer.
+
+Parameters are a dict with the recurrent encoder's linen params under 'encoder' and
+the item tables beside it, so a training step can gather and update only the rows it
+touches (see `sparse_optim.py`):
+
+* 'item_out' (capacity, output_dim): output item embeddings (GRU4Rec's Wy); also the
+  input embedding when `embedding_mode='tied'`.
+* 'item_bias' (capacity,): output item bias (GRU4Rec's By).
+* 'item_in': (capacity, embedding_dim) for 'separate'; (capacity, 3*hidden) for
+  'none', where it is the first GRU layer's input weight matrix applied to a one-hot
+  input (a row gather).
+
+The cell contract is `(carry, x) -> (carry, y)`: the carry holds the hidden state of
+each layer (and the LSTM memory), a window of the session's past top-layer states
+when attention is on, and a few running counters for the purchase head. Index 0 and
+rows at or beyond the vocabulary size are invalid and masked at scoring time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnrec_jax.config import ModelConfig
+
+Params = dict[str, Any]
+Carry = dict[str, Any]
+
+N_PURCHASE_FEATURES = 6
+# Large negative instead of -inf keeps softmax gradients finite on masked rows.
+MASKED_SCORE = -1e9
+
+
+class StepInput(NamedTuple):
+    """What the encoder reads at one event of a session.
+
+    Attributes:
+      embedding: (B, in_dim) input vector (a gathered embedding row; for
+        embedding_mode='none' the first layer's already projected input).
+      item: (B,) int32 item index (used by the purchase features).
+      time: (B,) float32 event time in seconds (used by the purchase features).
+    """
+
+    embedding: jax.Array
+    item: jax.Array
+    time: jax.Array
+
+
+def _gru4rec_uniform(dim0_scale: float = 1.0, dim1_scale: float = 1.0) -> Callable:
+    """GRU4Rec's init: U(-s, s), s = sqrt(6 / (rows/dim0_scale + cols/dim1_scale))."""
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        sigma = np.sqrt(6.0 / (shape[0] / dim0_scale + shape[1] / dim1_scale))
+        return jax.random.uniform(key, shape, dtype, -sigma, sigma)
+
+    return init
+
+
+class GRULayer(nn.Module):
+    """One GRU layer, PyTorch gate layout, GRU4Rec initialisation.
+
+    With `projected_input=True` the input is already x @ W_x (the 'none' embedding
+    mode gathers that product as a table row), so the layer has no input matrix.
+    """
+
+    features: int
+    projected_input: bool = False
+
+    @nn.compact
+    def __call__(self, h: jax.Array, x: jax.Array) -> jax.Array:
+        hdim = self.features
+        if self.projected_input:
+            gx = x + self.param("b_x", nn.initializers.zeros, (3 * hdim,))
+        else:
+            w_x = self.param("w_x", _gru4rec_uniform(dim1_scale=3), (x.shape[-1], 3 * hdim))
+            gx = x @ w_x + self.param("b_x", nn.initializers.zeros, (3 * hdim,))
+        w_h = self.param("w_h", _gru4rec_uniform(dim1_scale=3), (hdim, 3 * hdim))
+        b_hn = self.param("b_hn", nn.initializers.zeros, (hdim,))
+        gh = h @ w_h
+        r = jax.nn.sigmoid(gx[:, :hdim] + gh[:, :hdim])
+        z = jax.nn.sigmoid(gx[:, hdim : 2 * hdim] + gh[:, hdim : 2 * hdim])
+        n = jnp.tanh(gx[:, 2 * hdim :] + r * (gh[:, 2 * hdim :] + b_hn))
+        return (1.0 - z) * n + z * h
+
+
+class LSTMLayer(nn.Module):
+    """One LSTM layer (fused gates i, f, g, o); carry is (h, c)."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, h: jax.Array, c: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        hdim = self.features
+        w_x = self.param("w_x", _gru4rec_uniform(dim1_scale=4), (x.shape[-1], 4 * hdim))
+        w_h = self.param("w_h", _gru4rec_uniform(dim1_scale=4), (hdim, 4 * hdim))
+        # Forget-gate bias 1 so early training does not wipe the memory.
+        bias_init = jnp.concatenate([jnp.zeros(hdim), jnp.ones(hdim), jnp.zeros(2 * hdim)]).astype(
+            jnp.float32
+        )
+        b = self.param("b", lambda *_: bias_init)
+        gates = x @ w_x + h @ w_h + b
+        i, f, g, o = jnp.split(gates, 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+        return h, c
+
+
+class SessionEncoder(nn.Module):
+    """Stacked recurrent encoder of one event: `(carry, StepInput) -> (carry, outputs)`.
+
+    Outputs are `(representation, purchase_logit)`: the representation (B, output_dim)
+    is scored against the item embeddings; the purchase logit (B,) is zeros when the
+    purchase head is off.
+    """
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(
+        self, carry: Carry, inp: StepInput, train: bool = False
+    ) -> tuple[Carry, tuple[jax.Array, jax.Array]]:
+        cfg = self.cfg
+        x = inp.embedding
+        if cfg.dropout_embedding > 0:
+            x = nn.Dropout(cfg.dropout_embedding, deterministic=not train)(x)
+        new_h, new_c = [], []
+        for i, hdim in enumerate(cfg.hidden_sizes):
+            if cfg.cell == "gru":
+                proj = i == 0 and cfg.embedding_mode == "none"
+                h = GRULayer(hdim, projected_input=proj, name=f"gru_{i}")(carry["h"][i], x)
+            else:
+                h, c = LSTMLayer(hdim, name=f"lstm_{i}")(carry["h"][i], carry["c"][i], x)
+                new_c.append(c)
+            if cfg.dropout_hidden > 0:
+                # As GRU4Rec: the dropped-out state is also the carried state.
+                h = nn.Dropout(cfg.dropout_hidden, deterministic=not train)(h)
+            new_h.append(h)
+            x = h
+        out = dict(carry)
+        out["h"] = tuple(new_h)
+        if cfg.cell == "lstm":
+            out["c"] = tuple(new_c)
+        count = carry["count"] + 1
+        out["count"] = count
+        rep = x
+        if cfg.attention:
+            window = jnp.concatenate([carry["window"][:, 1:], x[:, None, :]], axis=1)
+            out["window"] = window
+            rep = self._attend(x, window, count)
+        if cfg.purchase_head:
+            out, feats = _purchase_features(carry, out, inp)
+            w_in = jnp.concatenate([x, feats], axis=-1)
+            logit = nn.Dense(1, name="purchase")(w_in)[:, 0]
+        else:
+            logit = jnp.zeros(x.shape[0], x.dtype)
+        return out, (rep, logit)
+
+    def _attend(self, h: jax.Array, window: jax.Array, count: jax.Array) -> jax.Array:
+        """NARM-style: rep = W [h_t ; sum_j a_j h_j], a = softmax(v . sig(A1 h_t + A2 h_j))."""
+        hdim = h.shape[-1]
+        win = window.shape[1]
+        q = nn.Dense(hdim, use_bias=False, name="att_q")(h)
+        k = nn.Dense(hdim, use_bias=False, name="att_k")(window)
+        e = nn.Dense(1, use_bias=False, name="att_v")(jax.nn.sigmoid(q[:, None, :] + k))[..., 0]
+        # Window slots hold states of the current session only: the newest min(count, L).
+        valid = jnp.arange(win)[None, :] >= (win - jnp.minimum(count, win))[:, None]
+        e = jnp.where(valid, e, MASKED_SCORE)
+        a = jax.nn.softmax(e, axis=-1)
+        pooled = jnp.einsum("bl,bld->bd", a, window)
+        return nn.Dense(self.cfg.output_dim, use_bias=False, name="att_out")(
+            jnp.concatenate([h, pooled], axis=-1)
+        )
+
+
+def _purchase_features(carry: Carry, out: Carry, inp: StepInput) -> tuple[Carry, jax.Array]:
+    """Running session features for the purchase head (count, repeats, dwell)."""
+    count = out["count"].astype(jnp.float32)
+    first = carry["count"] == 0
+    repeat = jnp.any(carry["recent_items"] == inp.item[:, None], axis=1) & ~first
+    n_repeat = carry["n_repeat"] + repeat.astype(jnp.float32)
+    gap = jnp.where(first, 0.0, jnp.clip(inp.time - carry["last_time"], 0.0, 3600.0))
+    log_gap = jnp.log1p(gap)
+    dwell_sum = carry["dwell_sum"] + log_gap
+    out["recent_items"] = jnp.concatenate([carry["recent_items"][:, 1:], inp.item[:, None]], axis=1)
+    out["n_repeat"] = n_repeat
+    out["last_time"] = inp.time
+    out["dwell_sum"] = dwell_sum
+    n_gaps = jnp.maximum(count - 1.0, 1.0)
+    feats = jnp.stack(
+        [
+            jnp.log1p(count),
+            n_repeat / count,
+            (count - n_repeat) / count,
+            dwell_sum / n_gaps,
+            log_gap,
+            jnp.log1p(count - n_repeat),
+        ],
+        axis=-1,
+    )
+    return out, feats
+
+
+def initial_carry(cfg: ModelConfig, batch_size: int) -> Carry:
+    """Zero carry for `batch_size` fresh sessions.
+
+    Args:
+      cfg: model configuration.
+      batch_size: number of parallel sessions.
+
+    Returns:
+      The carry pytree (dict of arrays).
+    """
+    carry: Carry = {
+        "h": tuple(jnp.zeros((batch_size, h), jnp.float32) for h in cfg.hidden_sizes),
+        "count": jnp.zeros((batch_size,), jnp.int32),
+    }
+    if cfg.cell == "lstm":
+        carry["c"] = tuple(jnp.zeros((batch_size, h), jnp.float32) for h in cfg.hidden_sizes)
+    if cfg.attention:
+        carry["window"] = jnp.zeros(
+            (batch_size, cfg.attention_window, cfg.hidden_sizes[-1]), jnp.float32
+        )
+    if cfg.purchase_head:
+        carry["recent_items"] = jnp.zeros((batch_size, 16), jnp.int32)
+        carry["n_repeat"] = jnp.zeros((batch_size,), jnp.float32)
+        carry["last_time"] = jnp.zeros((batch_size,), jnp.float32)
+        carry["dwell_sum"] = jnp.zeros((batch_size,), jnp.float32)
+    return carry
+
+
+def reset_carry(carry: Carry, reset: jax.Array) -> Carry:
+    """Zeroes the carry of the slots where `reset` is true (a new session starts).
+
+    Args:
+      carry: batch carry.
+      reset: (B,) bool.
+
+    Returns:
+      The carry with those slots zeroed; other slots unchanged.
+    """
+
+    def zero(x: jax.Array) -> jax.Array:
+        m = reset.reshape((-1,) + (1,) * (x.ndim - 1))
+        return jnp.where(m, jnp.zeros_like(x), x)
+
+    return jax.tree_util.tree_map(zero, carry)
+
+
+def input_dim(cfg: ModelConfig) -> int:
+    """Width of the encoder's input vector for the configured embedding mode."""
+    if cfg.embedding_mode == "tied":
+        return cfg.output_dim
+    if cfg.embedding_mode == "separate":
+        return cfg.embedding_dim
+    return 3 * cfg.hidden_sizes[0]
+
+
+def init_params(cfg: ModelConfig, key: jax.Array) -> Params:
+    """Initialises all parameters the way GRU4Rec does.
+
+    Args:
+      cfg: model configuration.
+      key: PRNG key.
+
+    Returns:
+      Params dict: 'encoder' (linen params), 'item_out', 'item_bias', and 'item_in'
+      unless embeddings are tied.
+    """
+    k_enc, k_out, k_in = jax.random.split(key, 3)
+    # GRU4Rec scales by the number of items, not by the (larger) table capacity.
+    n_rows = cfg.n_items + 1 if cfg.n_items > 0 else cfg.item_capacity
+    cap = cfg.item_capacity
+
+    def table(k: jax.Array, width: int, dim1_scale: float = 1.0) -> jax.Array:
+        sigma = np.sqrt(6.0 / (n_rows + width / dim1_scale))
+        return jax.random.uniform(k, (cap, width), jnp.float32, -sigma, sigma)
+
+    params: Params = {
+        "item_out": table(k_out, cfg.output_dim),
+        "item_bias": jnp.zeros((cap,), jnp.float32),
+    }
+    if cfg.embedding_mode == "separate":
+        params["item_in"] = table(k_in, cfg.embedding_dim)
+    elif cfg.embedding_mode == "none":
+        params["item_in"] = table(k_in, 3 * cfg.hidden_sizes[0], dim1_scale=3)
+    dummy = StepInput(
+        jnp.zeros((1, input_dim(cfg)), jnp.float32),
+        jnp.zeros((1,), jnp.int32),
+        jnp.zeros((1,), jnp.float32),
+    )
+    params["encoder"] = SessionEncoder(cfg).init(k_enc, initial_carry(cfg, 1), dummy)["params"]
+    return params
+
+
+def input_table_name(cfg: ModelConfig) -> str:
+    """Name of the table the encoder's input rows are gathered from."""
+    return "item_out" if cfg.embedding_mode == "tied" else "item_in"
+
+
+def encode_step(
+    cfg: ModelConfig,
+    params: Params,
+    carry: Carry,
+    items: jax.Array,
+    times: jax.Array | None = None,
+    *,
+    input_rows: jax.Array | None = None,
+    train: bool = False,
+    rng: jax.Array | None = None,
+) -> tuple[Carry, jax.Array, jax.Array]:
+    """Advances the sessions by one event.
+
+    Args:
+      cfg: model configuration.
+      params: model params.
+      carry: batch carry (already reset where a session starts).
+      items: (B,) int32 item indices of the current events.
+      times: (B,) float32 event times (only the purchase features use them).
+      input_rows: pre-gathered input rows (B, in_dim); the training step passes them
+        so gradients flow to the rows, not to the whole table.
+      train: enables dropout (needs `rng`).
+      rng: dropout PRNG key.
+
+    Returns:
+      (new carry, representation (B, output_dim), purchase logit (B,)).
+    """
+    if input_rows is None:
+        input_rows = jnp.take(params[input_table_name(cfg)], items, axis=0)
+    if times is None:
+        times = jnp.zeros(items.shape, jnp.float32)
+    rngs = {"dropout": rng} if (train and rng is not None) else None
+    carry, (rep, logit) = SessionEncoder(cfg).apply(
+        {"params": params["encoder"]},
+        carry,
+        StepInput(input_rows, items, times),
+        train=train,
+        rngs=rngs,
+    )
+    return carry, rep, logit
+
+
+def valid_item_mask(capacity: int, n_items: int | jax.Array) -> jax.Array:
+    """(capacity,) bool: true for real items 1..n_items.
+
+    Args:
+      capacity: table rows.
+      n_items: number of real items in the vocabulary.
+
+    Returns:
+      Boolean mask; index 0 (OOV/padding) and rows beyond the vocabulary are false.
+    """
+    idx = jnp.arange(capacity)
+    return (idx >= 1) & (idx <= n_items)
+
+
+def score_items(params: Params, rep: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+    """Scores every item: rep @ item_out^T + item_bias, invalid rows masked.
+
+    Args:
+      params: model params.
+      rep: (B, output_dim) session representations.
+      valid: (capacity,) bool item mask, or None for no masking.
+
+    Returns:
+      (B, capacity) float32 scores; masked items get a large negative score.
+    """
+    scores = rep @ params["item_out"].T + params["item_bias"][None, :]
+    if valid is not None:
+        scores = jnp.where(valid[None, :], scores, MASKED_SCORE)
+    return scores
+
+
+class SessionRecModel:
+    """Convenience bundle of a config with the functional model API."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        self.cfg = cfg
+
+    def init(self, key: jax.Array) -> Params:
+        """GRU4Rec-style parameter init (see `init_params`)."""
+        return init_params(self.cfg, key)
+
+    def initial_carry(self, batch_size: int) -> Carry:
+        """Zero carry (see `initial_carry`)."""
+        return initial_carry(self.cfg, batch_size)
+
+    def step(
+        self, params: Params, carry: Carry, items: jax.Array, times: jax.Array | None = None
+    ) -> tuple[Carry, jax.Array, jax.Array]:
+        """Inference step: (carry, items) -> (carry, representation, purchase logit)."""
+        return encode_step(self.cfg, params, carry, items, times)
+
+    def score(self, params: Params, rep: jax.Array, n_items: int) -> jax.Array:
+        """Scores all items with the validity mask for `n_items` real items."""
+        return score_items(params, rep, valid_item_mask(self.cfg.item_capacity, n_items))

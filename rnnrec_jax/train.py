@@ -1,0 +1,587 @@
+"""Session-parallel training of the session recommender (GRU4Rec protocol).
+
+The host precomputes the whole epoch's schedule (which event each of the B slots
+reads at each step, where a slot's state resets, the sampled negatives), and a
+jit-compiled `lax.scan` runs `steps_per_call` optimiser steps per call, so there is
+no per-step Python dispatch. With sampled negatives, the gradients of the item
+tables are taken with respect to the gathered rows only and applied with row-wise
+optimisers (`sparse_optim.py`); with a full softmax (`n_sample=-1`) every row is
+touched anyway and a dense optax optimiser updates everything.
+
+Library entry point: `train_and_evaluate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+
+from rnnrec_jax import losses, models, sampling, sparse_optim
+from rnnrec_jax.config import ModelConfig, TrainConfig
+from rnnrec_jax.data.events import SessionEvents
+
+Events = SessionEvents | pd.DataFrame
+
+
+# --------------------------------------------------------------------------- data
+
+
+class EncodedEvents(NamedTuple):
+    """Events as model indices, grouped by session, sessions in time order.
+
+    Attributes:
+      items: (N,) int32 item index (0 = OOV).
+      times: (N,) float64 epoch seconds.
+      offsets: (S+1,) int64 session boundaries.
+      session_ids: (S,) session id strings.
+      buy_label: (N,) float32, 1 if the event's session has a buy.
+      before_buy: (N,) bool, true where the event precedes the session's first buy
+        (all events of sessions without a buy, or when buy times are unknown).
+    """
+
+    items: np.ndarray
+    times: np.ndarray
+    offsets: np.ndarray
+    session_ids: np.ndarray
+    buy_label: np.ndarray
+    before_buy: np.ndarray
+
+    @property
+    def n_targets(self) -> int:
+        """Next-item targets: events minus the first event of each session."""
+        return int(len(self.items) - (len(self.offsets) - 1))
+
+
+def as_session_events(events: Events) -> SessionEvents:
+    """Accepts a SessionEvents or a DataFrame with SessionId/ItemId/Time columns."""
+    if isinstance(events, SessionEvents):
+        return events
+    return SessionEvents.from_frame(events)
+
+
+def build_vocabulary(events: Events) -> dict[str, int]:
+    """Maps each item id of `events` to 1..n (sorted ids; 0 is OOV/padding).
+
+    Args:
+      events: training events.
+
+    Returns:
+      Dict item id -> index.
+    """
+    ids = np.unique(as_session_events(events).item_ids)
+    return {str(k): i + 1 for i, k in enumerate(ids)}
+
+
+def encode_items(vocab: Any, item_ids: np.ndarray) -> np.ndarray:
+    """Item ids -> int32 indices (0 for unknown); works with a dict or a vocabulary object."""
+    if hasattr(vocab, "encode"):
+        return np.asarray(vocab.encode(item_ids), np.int32)
+    lookup = pd.Series(vocab, dtype=np.int64)
+    idx = lookup.reindex(pd.Index(np.asarray(item_ids).astype(str))).to_numpy()
+    return np.nan_to_num(idx, nan=0).astype(np.int32)
+
+
+def vocab_size(vocab: Any) -> int:
+    """Number of real items of a dict or vocabulary object."""
+    if hasattr(vocab, "n_items"):
+        return int(vocab.n_items)
+    return len(vocab)
+
+
+def encode_events(
+    events: Events,
+    vocab: Any,
+    buy_times: Mapping[str, float] | None = None,
+    buy_labels: Mapping[str, int] | None = None,
+) -> EncodedEvents:
+    """Encodes events for training or evaluation; sessions ordered by start time.
+
+    Args:
+      events: session events.
+      vocab: item vocabulary (dict id -> index, or an object with `encode`).
+      buy_times: session id -> time of the session's first buy (purchase cut-off).
+      buy_labels: session id -> 0/1 (used when buy_times is not given).
+
+    Returns:
+      EncodedEvents.
+    """
+    ev = as_session_events(events)
+    offsets = ev.session_offsets()
+    keys = ev.session_keys()
+    # Deal sessions in order of their start (stable on ties): the streaming order.
+    order = np.argsort(ev.session_start_times(), kind="stable")
+    lengths = np.diff(offsets)
+    ev_idx = (
+        np.concatenate([np.arange(offsets[s], offsets[s + 1]) for s in order])
+        if len(order)
+        else np.zeros(0, np.int64)
+    )
+    new_offsets = np.concatenate([[0], np.cumsum(lengths[order])]).astype(np.int64)
+    sess = keys[order]
+    items = encode_items(vocab, ev.item_ids[ev_idx])
+    times = ev.times[ev_idx]
+    sess_of_event = np.repeat(sess, lengths[order])
+    if buy_times is not None:
+        bt = pd.Series(buy_times, dtype=np.float64)
+        bt.index = bt.index.astype(str)
+        first_buy = bt.reindex(sess_of_event).to_numpy()
+        label = np.isfinite(first_buy).astype(np.float32)
+        before = ~(times >= np.nan_to_num(first_buy, nan=np.inf))
+    elif buy_labels is not None:
+        bl = pd.Series(buy_labels)
+        bl.index = bl.index.astype(str)
+        label = bl.reindex(sess_of_event).fillna(0).to_numpy(np.float32)
+        before = np.ones(len(items), bool)
+    else:
+        label = np.zeros(len(items), np.float32)
+        before = np.ones(len(items), bool)
+    return EncodedEvents(items, times, new_offsets, sess, label, before)
+
+
+def item_counts(encoded: EncodedEvents, capacity: int) -> np.ndarray:
+    """(capacity,) float32 occurrences of each item index (index 0 forced to 0)."""
+    counts = np.bincount(encoded.items, minlength=capacity)[:capacity].astype(np.float32)
+    counts[0] = 0.0
+    return counts
+
+
+# --------------------------------------------------------------------- optimisers
+
+
+def make_dense_optimiser(tc: TrainConfig) -> optax.GradientTransformation:
+    """Optimiser for the dense parameters (and all params with a full softmax).
+
+    Args:
+      tc: training configuration.
+
+    Returns:
+      optax transformation (with global-norm clipping first when grad_clip > 0).
+    """
+    if tc.optimiser == "adagrad":
+        opt = sparse_optim.adagrad_momentum(tc.learning_rate, tc.momentum)
+        if tc.weight_decay > 0:
+            opt = optax.chain(optax.add_decayed_weights(tc.weight_decay), opt)
+    elif tc.optimiser == "adam":
+        opt = optax.adam(tc.learning_rate, b2=tc.adam_b2)
+        if tc.weight_decay > 0:
+            opt = optax.chain(optax.add_decayed_weights(tc.weight_decay), opt)
+    elif tc.optimiser == "adamw":
+        opt = optax.adamw(tc.learning_rate, b2=tc.adam_b2, weight_decay=tc.weight_decay)
+    else:
+        opt = optax.rmsprop(tc.learning_rate, momentum=tc.momentum)
+    if tc.grad_clip > 0:
+        opt = optax.chain(optax.clip_by_global_norm(tc.grad_clip), opt)
+    return opt
+
+
+def make_row_optimiser(tc: TrainConfig) -> optax.GradientTransformation:
+    """Row-wise optimiser for the item tables under sampled training.
+
+    Args:
+      tc: training configuration.
+
+    Returns:
+      A sparse_optim transformation over SparseRows.
+    """
+    if tc.optimiser == "adagrad":
+        return sparse_optim.row_adagrad(tc.learning_rate, tc.momentum)
+    if tc.optimiser in ("adam", "adamw"):
+        wd = tc.weight_decay if tc.optimiser == "adamw" else 0.0
+        return sparse_optim.row_adam(tc.learning_rate, b2=tc.adam_b2, weight_decay=wd)
+    raise ValueError("rmsprop has no row-wise variant; use n_sample=-1 (full softmax)")
+
+
+TABLES = ("item_in", "item_out", "item_bias")
+
+
+class TrainState(NamedTuple):
+    """Everything the compiled loop carries from step to step."""
+
+    params: dict[str, Any]
+    opt_state: Any
+    carry: dict[str, Any]
+    rng: jax.Array
+
+
+class StepBatch(NamedTuple):
+    """One session-parallel step (leading axis = steps when stacked for scan)."""
+
+    inputs: jax.Array  # (B,) int32 input item (0 for idle slots)
+    targets: jax.Array  # (B,) int32 target item (0 = none)
+    reset: jax.Array  # (B,) bool: slot starts a new session here
+    weight: jax.Array  # (B,) float32: 1 where there is a target
+    times: jax.Array  # (B,) float32 seconds since the data's first event
+    buy_label: jax.Array  # (B,) float32
+    buy_weight: jax.Array  # (B,) float32: 1 where the input is before the first buy
+    negatives: jax.Array  # (S,) int32 extra negatives (S may be 0)
+
+
+def init_train_state(
+    mc: ModelConfig, tc: TrainConfig, key: jax.Array | None = None
+) -> tuple[TrainState, Callable]:
+    """Initialises params, optimiser state and carry; returns the optimiser bundle.
+
+    Args:
+      mc: model configuration.
+      tc: training configuration.
+      key: PRNG key (default from tc.seed).
+
+    Returns:
+      (state, optimisers) where optimisers is (dense, row or None).
+    """
+    key = jax.random.PRNGKey(tc.seed) if key is None else key
+    k_init, k_rng = jax.random.split(key)
+    params = models.init_params(mc, k_init)
+    dense_opt = make_dense_optimiser(tc)
+    if tc.full_softmax:
+        opt_state = dense_opt.init(params)
+        opts = (dense_opt, None)
+    else:
+        row_opt = make_row_optimiser(tc)
+        dense = {k: v for k, v in params.items() if k not in TABLES}
+        opt_state = {
+            "dense": dense_opt.init(dense),
+            **{k: row_opt.init(params[k]) for k in TABLES if k in params},
+        }
+        opts = (dense_opt, row_opt)
+    carry = models.initial_carry(mc, tc.batch_size)
+    return TrainState(params, opt_state, carry, k_rng), opts
+
+
+def make_train_chunk(
+    mc: ModelConfig,
+    tc: TrainConfig,
+    opts: tuple[optax.GradientTransformation, optax.GradientTransformation | None],
+    counts: np.ndarray,
+    n_items: int,
+) -> Callable[[TrainState, StepBatch], tuple[TrainState, jax.Array]]:
+    """Builds the jitted function that runs a chunk of steps with `lax.scan`.
+
+    Args:
+      mc: model configuration.
+      tc: training configuration.
+      opts: (dense optimiser, row optimiser or None) from `init_train_state`.
+      counts: (capacity,) training item counts (for the logQ correction).
+      n_items: real items in the vocabulary (for the validity mask).
+
+    Returns:
+      chunk(state, batches) -> (state, per-step summed loss), jitted; the state
+      argument is donated.
+    """
+    dense_opt, row_opt = opts
+    bsz = tc.batch_size
+    counts_j = jnp.asarray(counts)
+    valid = models.valid_item_mask(mc.item_capacity, n_items)
+    in_table = models.input_table_name(mc)
+
+    def purchase_term(logit: jax.Array, b: StepBatch) -> jax.Array:
+        if not mc.purchase_head:
+            return jnp.zeros(())
+        w = b.buy_weight * (b.inputs > 0)
+        return mc.purchase_loss_weight * losses.purchase_bce(logit, b.buy_label, w) / bsz
+
+    def full_step(state: TrainState, b: StepBatch) -> tuple[TrainState, jax.Array]:
+        carry = models.reset_carry(state.carry, b.reset)
+        rng, k = jax.random.split(state.rng)
+
+        def loss_fn(params: dict) -> tuple[jax.Array, tuple]:
+            new_carry, rep, logit = models.encode_step(
+                mc, params, carry, b.inputs, b.times, train=True, rng=k
+            )
+            scores = models.score_items(params, rep, valid)
+            rec = losses.full_cross_entropy(scores, b.targets, b.weight, tc.label_smoothing, valid)
+            return rec / bsz + purchase_term(logit, b), (new_carry, rec)
+
+        grads, (new_carry, rec) = jax.grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = dense_opt.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(params, opt_state, new_carry, rng), rec
+
+    def sampled_step(state: TrainState, b: StepBatch) -> tuple[TrainState, jax.Array]:
+        carry = models.reset_carry(state.carry, b.reset)
+        rng, k = jax.random.split(state.rng)
+        params = state.params
+        columns = jnp.concatenate([b.targets, b.negatives])
+        correction = None
+        if tc.loss == "cross-entropy" and tc.logq > 0:
+            correction = losses.logq_correction(counts_j, columns, bsz, tc.sample_alpha, tc.logq)
+        dense = {k_: v for k_, v in params.items() if k_ not in TABLES}
+        in_rows = jnp.take(params[in_table], b.inputs, axis=0)
+        out_rows = jnp.take(params["item_out"], columns, axis=0)
+        out_bias = jnp.take(params["item_bias"], columns, axis=0)
+
+        def loss_fn(dense: dict, in_rows: jax.Array, out_rows: jax.Array, out_bias: jax.Array):
+            new_carry, rep, logit = models.encode_step(
+                mc, dense, carry, b.inputs, b.times, input_rows=in_rows, train=True, rng=k
+            )
+            scores = rep @ out_rows.T + out_bias[None, :]
+            if tc.loss == "cross-entropy":
+                rec = losses.sampled_cross_entropy(scores, columns, b.weight, correction)
+            else:
+                rec = losses.bpr_max(scores, columns, b.weight, tc.bpreg, tc.elu_param)
+            return rec / bsz + purchase_term(logit, b), (new_carry, rec)
+
+        grads, (new_carry, rec) = jax.grad(loss_fn, argnums=(0, 1, 2, 3), has_aux=True)(
+            dense, in_rows, out_rows, out_bias
+        )
+        g_dense, g_in, g_out, g_bias = grads
+        updates, dense_state = dense_opt.update(g_dense, state.opt_state["dense"], dense)
+        new_params = dict(optax.apply_updates(dense, updates))
+        new_opt = {"dense": dense_state}
+        if mc.embedding_mode == "tied":
+            table_rows = {
+                "item_out": sparse_optim.SparseRows(
+                    jnp.concatenate([b.inputs, columns]), jnp.concatenate([g_in, g_out])
+                )
+            }
+        else:
+            table_rows = {
+                "item_in": sparse_optim.SparseRows(b.inputs, g_in),
+                "item_out": sparse_optim.SparseRows(columns, g_out),
+            }
+        table_rows["item_bias"] = sparse_optim.SparseRows(columns, g_bias)
+        for name, rows in table_rows.items():
+            upd, new_opt[name] = row_opt.update(rows, state.opt_state[name], params[name])
+            new_params[name] = sparse_optim.apply_row_updates(params[name], upd)
+        return TrainState(new_params, new_opt, new_carry, rng), rec
+
+    step = full_step if tc.full_softmax else sampled_step
+
+    def guarded(state: TrainState, b: StepBatch) -> tuple[TrainState, jax.Array]:
+        # Padding steps at the end of the last chunk must not move the optimiser.
+        return jax.lax.cond(
+            jnp.any(b.inputs > 0),
+            step,
+            lambda s, _: (s, jnp.zeros((), jnp.float32)),
+            state,
+            b,
+        )
+
+    def chunk(state: TrainState, batches: StepBatch) -> tuple[TrainState, jax.Array]:
+        return jax.lax.scan(guarded, state, batches)
+
+    return jax.jit(chunk, donate_argnums=0)
+
+
+def plan_batches(
+    plan: sampling.SessionParallelPlan,
+    enc: EncodedEvents,
+    t0: float,
+    start: int,
+    n_steps: int,
+    negatives: np.ndarray,
+) -> StepBatch:
+    """Slices `n_steps` steps of the plan from `start` into a padded StepBatch stack.
+
+    Args:
+      plan: the epoch's session-parallel plan.
+      enc: encoded events.
+      t0: time origin (keeps float32 times precise).
+      start: first step.
+      n_steps: chunk length (steps past the plan's end are idle padding).
+      negatives: (n_steps, S) sampled negatives.
+
+    Returns:
+      StepBatch with a leading steps axis.
+    """
+    inp = plan.input_event[start : start + n_steps]
+    tgt = plan.target_event[start : start + n_steps]
+    rst = plan.reset[start : start + n_steps]
+    pad = n_steps - inp.shape[0]
+    if pad:
+        inp = np.concatenate([inp, np.full((pad, inp.shape[1]), -1)])
+        tgt = np.concatenate([tgt, np.full((pad, tgt.shape[1]), -1)])
+        rst = np.concatenate([rst, np.zeros((pad, rst.shape[1]), bool)])
+    has_in = inp >= 0
+    has_tgt = tgt >= 0
+    safe_in = np.where(has_in, inp, 0)
+    safe_tgt = np.where(has_tgt, tgt, 0)
+    return StepBatch(
+        inputs=np.where(has_in, enc.items[safe_in], 0).astype(np.int32),
+        targets=np.where(has_tgt, enc.items[safe_tgt], 0).astype(np.int32),
+        reset=rst,
+        weight=(has_tgt & (enc.items[safe_tgt] > 0)).astype(np.float32),
+        times=np.where(has_in, enc.times[safe_in] - t0, 0.0).astype(np.float32),
+        buy_label=np.where(has_in, enc.buy_label[safe_in], 0.0).astype(np.float32),
+        buy_weight=(has_in & enc.before_buy[safe_in]).astype(np.float32),
+        negatives=negatives.astype(np.int32),
+    )
+
+
+# ------------------------------------------------------------------------ driver
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What `train_and_evaluate` returns.
+
+    Attributes:
+      params: trained params (the best epoch's when early stopping on valid).
+      model_cfg: the model config (n_items filled in).
+      train_cfg: the training config.
+      vocab: item vocabulary used (dict id -> index, or the given object).
+      history: one dict per epoch: loss, targets_per_s, seconds, valid metrics.
+      best_epoch: 1-based epoch whose params are returned.
+      valid_report: evaluation report of the returned params on valid (or None).
+      purchase_calibration: (scale, shift) Platt parameters for the purchase head.
+    """
+
+    params: dict[str, Any]
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    vocab: Any
+    history: list[dict[str, float]]
+    best_epoch: int
+    valid_report: dict[str, Any] | None
+    purchase_calibration: tuple[float, float] = (1.0, 0.0)
+
+
+def train_and_evaluate(
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    train_events: Events,
+    valid_events: Events | None = None,
+    *,
+    vocab: Any = None,
+    buy_times: Mapping[str, float] | None = None,
+    valid_buy_times: Mapping[str, float] | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print,
+) -> TrainResult:
+    """Trains on `train_events`, evaluating on `valid_events` after every epoch.
+
+    Args:
+      model_cfg: model configuration (item_capacity must exceed the item count).
+      train_cfg: training configuration.
+      train_events: training sessions (SessionEvents or a SessionId/ItemId/Time frame).
+      valid_events: optional validation sessions; enables early stopping on MRR@20
+        (patience > 0) and the per-epoch valid metrics.
+      vocab: item vocabulary; built from train_events when None.
+      buy_times: session id -> first buy time of training sessions (purchase head).
+      valid_buy_times: same for valid sessions (purchase AUC and calibration).
+      progress: show a tqdm bar per epoch.
+      log: where to write one line per epoch (None = silent).
+
+    Returns:
+      TrainResult.
+    """
+    from rnnrec_jax import evaluate  # local: evaluate imports train helpers
+
+    tc = train_cfg
+    vocab = build_vocabulary(train_events) if vocab is None else vocab
+    n_items = vocab_size(vocab)
+    if n_items + 1 > model_cfg.item_capacity:
+        raise ValueError(f"item_capacity {model_cfg.item_capacity} < {n_items} items + 1")
+    mc = dataclasses.replace(model_cfg, n_items=n_items)
+    enc = encode_events(train_events, vocab, buy_times=buy_times)
+    t0 = float(enc.times.min()) if len(enc.times) else 0.0
+    counts = item_counts(enc, mc.item_capacity)
+    state, opts = init_train_state(mc, tc)
+    chunk_fn = make_train_chunk(mc, tc, opts, counts, n_items)
+    sampler = None
+    if tc.n_sample > 0:
+        sampler = sampling.NegativeSampler(
+            counts, tc.n_sample, tc.sample_alpha, tc.seed + 1, tc.sample_cache_steps
+        )
+    plan = sampling.session_parallel_plan(enc.offsets, tc.batch_size)
+    n_targets = enc.n_targets
+    k = tc.steps_per_call
+    n_chunks = math.ceil(plan.n_steps / k)
+    valid_enc = None
+    if valid_events is not None:
+        valid_enc = encode_events(valid_events, vocab, buy_times=valid_buy_times)
+    history: list[dict[str, float]] = []
+    best = (-1.0, 0, None)
+    bad_epochs = 0
+    for epoch in range(1, tc.epochs + 1):
+        state = state._replace(carry=models.initial_carry(mc, tc.batch_size))
+        t_start = time.perf_counter()
+        total = jnp.zeros(())
+        bar = _progress_bar(n_targets, epoch, progress)
+        for c in range(n_chunks):
+            s0 = c * k
+            negs = sampler.draw(k) if sampler is not None else np.zeros((k, 0), np.int32)
+            batch = plan_batches(plan, enc, t0, s0, k, negs)
+            state, step_losses = chunk_fn(state, batch)
+            total = total + step_losses.sum()
+            if bar is not None:
+                done = int(batch.weight.sum())
+                bar.update(done)
+        loss = float(total) / max(n_targets, 1)  # blocks until the epoch is done
+        seconds = time.perf_counter() - t_start
+        if bar is not None:
+            bar.close()
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss} at epoch {epoch}")
+        rec = {
+            "epoch": epoch,
+            "loss": loss,
+            "seconds": seconds,
+            "targets_per_s": n_targets / seconds,
+        }
+        if valid_enc is not None:
+            rep = evaluate.evaluate_encoded(
+                mc,
+                state.params,
+                valid_enc,
+                n_items,
+                batch_size=tc.eval_batch_size,
+                ks=(20,),
+                with_purchase=False,
+            )
+            rec["valid_recall@20"] = rep["recall@20"]
+            rec["valid_mrr@20"] = rep["mrr@20"]
+            if rep["mrr@20"] > best[0]:
+                best = (rep["mrr@20"], epoch, jax.tree_util.tree_map(np.asarray, state.params))
+                bad_epochs = 0
+            else:
+                bad_epochs += 1
+        history.append(rec)
+        if log is not None:
+            log(
+                " ".join(
+                    f"{k_}={v:.4f}" if isinstance(v, float) else f"{k_}={v}"
+                    for k_, v in rec.items()
+                )
+            )
+        if valid_enc is not None and tc.patience > 0 and bad_epochs >= tc.patience:
+            break
+    params = state.params
+    best_epoch = len(history)
+    if best[2] is not None and tc.patience > 0:
+        params = jax.tree_util.tree_map(jnp.asarray, best[2])
+        best_epoch = best[1]
+    valid_report = None
+    calibration = (1.0, 0.0)
+    if valid_enc is not None:
+        valid_report = evaluate.evaluate_encoded(
+            mc,
+            params,
+            valid_enc,
+            n_items,
+            batch_size=tc.eval_batch_size,
+            with_purchase=mc.purchase_head and valid_buy_times is not None,
+        )
+        if mc.purchase_head and valid_buy_times is not None:
+            calibration = evaluate.fit_platt(
+                np.asarray(valid_report.pop("_purchase_logits")),
+                np.asarray(valid_report.pop("_purchase_labels")),
+            )
+    return TrainResult(params, mc, tc, vocab, history, best_epoch, valid_report, calibration)
+
+
+def _progress_bar(total: int, epoch: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"epoch {epoch}", unit="tgt", unit_scale=True, leave=False)
