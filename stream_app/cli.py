@@ -10,8 +10,10 @@ import sys
 
 import click
 
+from rnnrec_jax.cli import evaluate, split, train
 from stream_app.cli_demo import demo
 from stream_app.cli_kafka import kafka
+from stream_app.cli_worker import replay, tail, user, worker
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,6 +24,13 @@ def cli() -> None:
 
 cli.add_command(kafka)
 cli.add_command(demo)
+cli.add_command(split)
+cli.add_command(train)
+cli.add_command(evaluate)
+cli.add_command(worker)
+cli.add_command(replay)
+cli.add_command(tail)
+cli.add_command(user)
 
 
 class OperatorError(click.ClickException):

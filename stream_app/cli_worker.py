@@ -1,0 +1,119 @@
+"""``rnnrec worker | replay | tail | user delete``: run and feed the serving worker."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from stream_app.settings import SettingsError, WorkerSettings, load_settings
+
+
+@click.command()
+@click.option("-l", "--loglevel", default="info", show_default=True, help="Faust log level.")
+def worker(loglevel: str) -> None:
+    """Run a serving worker (configured by RNNREC_* environment variables)."""
+    settings = _settings()
+    from faust.worker import Worker
+
+    from stream_app.worker import create_app, ensure_topics
+
+    try:
+        ensure_topics(settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    try:
+        runtime = create_app(settings)
+    except (ValueError, ImportError, OSError) as exc:
+        raise click.ClickException(f"cannot load the model: {exc}") from None
+    # Faust's Worker installs SIGTERM/SIGINT handlers that stop the app cleanly
+    # (agents finish their batch, the consumer commits what was acked).
+    Worker(runtime.app, loglevel=loglevel, quiet=True).execute_from_commandline()
+
+
+@click.group()
+def user() -> None:
+    """Act on one user's state."""
+
+
+@user.command("delete")
+@click.argument("user_id")
+def delete_user(user_id: str) -> None:
+    """Forget USER_ID's state (a delete command on clickstream, applied in order)."""
+    from stream_app.kafka_io import produce
+    from stream_app.worker import COMMAND_HEADER, DELETE_USER
+
+    settings = _settings()
+    produce(
+        settings.bootstrap_servers,
+        settings.topic("clickstream"),
+        [(user_id.encode("utf-8"), b"{}")],
+        headers=[(COMMAND_HEADER, DELETE_USER)],
+    )
+    click.echo(f"delete requested on {settings.topic('clickstream')}")
+
+
+@click.command()
+@click.option("--split-tsv", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--yoochoose", "yoochoose_dir", type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option(
+    "--synthetic", "synthetic_sessions", type=click.IntRange(1), help="Sessions to generate."
+)
+@click.option("--items", "synthetic_items", type=click.IntRange(2), default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Events per second.")
+@click.option("--speedup", type=click.FloatRange(min=0, min_open=True), help="Event-time speed-up.")
+@click.option("--limit", type=click.IntRange(1), help="Stop after this many events.")
+@click.option("--topic", help="Target topic (default: the clickstream setting).")
+def replay(
+    split_tsv: Path | None,
+    yoochoose_dir: Path | None,
+    synthetic_sessions: int | None,
+    synthetic_items: int,
+    seed: int,
+    rate: float | None,
+    speedup: float | None,
+    limit: int | None,
+    topic: str | None,
+) -> None:
+    """Replay a dataset onto clickstream in time order, keyed by user."""
+    from stream_app.tools_replay import load_source
+    from stream_app.tools_replay import replay as replay_events
+
+    settings = _settings()
+    try:
+        events = load_source(split_tsv, yoochoose_dir, synthetic_sessions, synthetic_items, seed)
+        sent = replay_events(
+            events, settings.bootstrap_servers, topic or settings.topic("clickstream"),
+            rate=rate, speedup=speedup, limit=limit,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    click.echo(f"replayed {sent} events")
+
+
+@click.command()
+@click.argument("topic")
+@click.option("--from-beginning", is_flag=True, help="Start at the earliest offsets.")
+@click.option("-n", "count", type=click.IntRange(1), help="Stop after N records.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0), help="Stop after S idle seconds.")
+def tail(topic: str, from_beginning: bool, count: int | None, idle_timeout: float | None) -> None:
+    """Pretty-print the records of TOPIC as they arrive."""
+    from stream_app.tools_tail import tail_topic
+
+    settings = _settings()
+    try:
+        tail_topic(
+            settings.bootstrap_servers, topic, click.echo, from_beginning, count, idle_timeout
+        )
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _settings() -> WorkerSettings:
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None

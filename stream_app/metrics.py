@@ -1,0 +1,88 @@
+"""Prometheus metrics of the serving worker (served as text by ``/metrics``).
+
+Each app gets its own registry, so several apps in one process (tests) never clash.
+Labels are bounded sets (error kinds, topic roles, model versions): never user ids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "WorkerMetrics"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+
+
+class WorkerMetrics:
+    """The worker's counters, gauges and histograms in one registry."""
+
+    def __init__(self) -> None:
+        """Create the metrics in a fresh registry."""
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events_in = Counter("rnnrec_events_in", "Clickstream records consumed.", registry=r)
+        self.events_applied = Counter(
+            "rnnrec_events_applied", "Events that stepped a user's state.", registry=r
+        )
+        self.redeliveries = Counter(
+            "rnnrec_redeliveries",
+            "Events already applied (by offset or event id); state not stepped again.",
+            ["resent"],
+            registry=r,
+        )
+        self.outputs = Counter(
+            "rnnrec_outputs", "Messages produced, by topic role.", ["role"], registry=r
+        )
+        self.dead_letters = Counter(
+            "rnnrec_dead_letters", "Records sent to the DLQ, by reason.", ["reason"], registry=r
+        )
+        self.batch_size = Histogram(
+            "rnnrec_batch_size",
+            "Records per stream.take batch.",
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.step_seconds = Histogram(
+            "rnnrec_step_seconds",
+            "Scoring time per batch (all rounds).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end_seconds = Histogram(
+            "rnnrec_end_to_end_seconds",
+            "Input record broker timestamp to outputs acknowledged.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.state_recomputed = Counter(
+            "rnnrec_state_recomputed", "Carries rebuilt under a new model version.", registry=r
+        )
+        self.corrupt_state = Counter(
+            "rnnrec_corrupt_state", "Unreadable state records (user restarted).", registry=r
+        )
+        self.model_version = Gauge(
+            "rnnrec_model_version_info",
+            "The served model version (value 1).",
+            ["version"],
+            registry=r,
+        )
+        self.users_in_state = Gauge(
+            "rnnrec_users_in_state", "Users held in this worker's table partitions.", registry=r
+        )
+
+    def set_model_version(self, version: str) -> None:
+        """Show ``version`` as the one served (older labels are removed)."""
+        self.model_version.clear()
+        self.model_version.labels(version=version).set(1)
+
+    def track_users(self, count: Callable[[], int]) -> None:
+        """Read the user count at scrape time."""
+        self.users_in_state.set_function(count)
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus text format."""
+        return generate_latest(self.registry)

@@ -1,0 +1,258 @@
+"""The worker's settings: one typed object read from ``RNNREC_*`` environment variables.
+
+Every topic name, threshold and bound that input can push against lives here, so an
+operator changes behaviour without code. The broker address also honours the common
+``KAFKA_BOOTSTRAP_SERVERS``. Validators refuse nonsense with a one-line message
+(`SettingsError`), which ``rnnrec worker`` prints without a traceback.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """A setting is missing or nonsensical; the message names the variable to fix."""
+
+
+class SessionPolicy(enum.StrEnum):
+    """When a user's hidden state starts afresh."""
+
+    NEW_SESSION_ID = "new_session_id"
+    """Reset when the event's session_id differs from the stored one (events without
+    a session_id fall back to the inactivity gap)."""
+    INACTIVITY_GAP = "inactivity_gap"
+    """Reset only after `session_gap_s` without events; session ids are recorded."""
+    CARRY_OVER = "carry_over"
+    """Never reset: one long session per user."""
+
+
+class CarryDtype(enum.StrEnum):
+    """How the carry is stored in the table (the model always computes in float32)."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+
+
+def _int_tuple(value: object) -> object:
+    # Environment variables hold "8,32,128"; Python callers may pass a sequence.
+    if isinstance(value, str):
+        return tuple(int(part) for part in value.replace(" ", "").split(",") if part)
+    return value
+
+
+class WorkerSettings(BaseSettings):
+    """Settings of the serving worker and its tools (environment prefix ``RNNREC_``)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RNNREC_", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    # --- Kafka ---------------------------------------------------------------------
+    bootstrap_servers: str = Field(
+        "127.0.0.1:19092",
+        validation_alias=AliasChoices(
+            # Aliases bypass env_prefix: the RNNREC_ name is spelled out, first wins.
+            "RNNREC_BOOTSTRAP_SERVERS",
+            "RNNREC_KAFKA_BOOTSTRAP_SERVERS",
+            "KAFKA_BOOTSTRAP_SERVERS",
+        ),
+        description="Comma-separated host:port list of the Kafka brokers.",
+    )
+    app_id: str = Field(
+        "rnnrec-worker", description="Faust app id: consumer group and changelog prefix."
+    )
+    topic_prefix: str = Field("", description="Prepended to every topic name below.")
+    topic_clickstream: str = Field("clickstream", description="Input events (key user_id).")
+    topic_recommendations: str = Field("recommendations", description="Top-K per event.")
+    topic_purchase_predictions: str = Field(
+        "purchase-predictions", description="Purchase probability per event."
+    )
+    topic_dlq: str = Field("clickstream-dlq", description="Rejected input, with reasons.")
+    topic_model_updates: str = Field("model-updates", description="Model versions (compacted).")
+    topic_item_updates: str = Field("item-updates", description="Item availability (compacted).")
+    partitions: int = Field(
+        6, ge=1, le=10_000, description="Partitions of clickstream and of the state table."
+    )
+    replication_factor: int = Field(1, ge=1, le=16, description="For topics the app creates.")
+    commit_interval_s: float = Field(
+        2.8, gt=0, le=300, description="How often acknowledged input offsets are committed."
+    )
+
+    # --- Scoring and batching --------------------------------------------------------
+    top_k: int = Field(20, ge=1, le=1000, description="Items per recommendation.")
+    max_batch: int = Field(256, ge=1, le=100_000, description="Events per stream.take batch.")
+    max_wait_s: float = Field(
+        0.05, gt=0, le=60, description="Longest wait to fill a batch (stream.take within)."
+    )
+    bucket_sizes: Annotated[tuple[int, ...], NoDecode] = Field(
+        (8, 32, 128, 512),
+        description="Padded batch sizes of the jitted step, increasing (e.g. '8,32,128').",
+    )
+    exclude_seen: bool = Field(
+        False, description="Never recommend items already seen in the session."
+    )
+    model_source: str | None = Field(
+        None, description="Checkpoint directory of the model to serve."
+    )
+    scorer_factory: str | None = Field(
+        None,
+        description="'module:callable' returning a Scorer; overrides model_source "
+        "(tests and plug-ins).",
+    )
+
+    # --- Per-user state --------------------------------------------------------------
+    store: str = Field("memory://", description="Table store: memory:// or rocksdb://.")
+    data_dir: Path = Field(
+        Path("/tmp/rnnrec-worker"), description="Faust data dir (RocksDB files live here)."
+    )
+    session_policy: SessionPolicy = Field(
+        SessionPolicy.NEW_SESSION_ID, description="When the hidden state resets."
+    )
+    session_gap_s: float = Field(
+        1800.0, gt=0, description="Inactivity that ends a session (seconds of event time)."
+    )
+    user_ttl_s: float = Field(
+        30 * 86400.0,
+        ge=0,
+        description="A user idle longer than this starts from scratch (0: never).",
+    )
+    history_length: int = Field(50, ge=1, le=10_000, description="Last item ids kept per user (L).")
+    carry_dtype: CarryDtype = Field(CarryDtype.FLOAT32, description="Stored carry precision.")
+
+    # --- Input bounds ----------------------------------------------------------------
+    max_message_bytes: int = Field(
+        64 * 1024, ge=64, le=16 * 1024 * 1024, description="Larger input goes to the DLQ."
+    )
+    max_id_length: int = Field(256, ge=1, le=65_536, description="Longest id, in characters.")
+    dlq_max_payload_bytes: int = Field(
+        16 * 1024, ge=0, le=16 * 1024 * 1024, description="DLQ copies at most this much."
+    )
+    min_event_ts: float = Field(
+        946_684_800.0, ge=0, description="Earliest plausible event time (default 2000-01-01)."
+    )
+    max_future_s: float = Field(
+        86_400.0, ge=0, description="How far past the worker's clock an event time may be."
+    )
+
+    # --- Web -------------------------------------------------------------------------
+    web_enabled: bool = Field(True, description="Serve /health, /ready, /metrics, /users.")
+    web_host: str = Field("127.0.0.1", description="Host name other workers route to.")
+    web_bind: str = Field("0.0.0.0", description="Address the web server binds.")
+    web_port: int = Field(6066, ge=1, le=65535, description="Port of the web views.")
+
+    @field_validator("bucket_sizes", mode="before")
+    @classmethod
+    def _parse_buckets(cls, value: object) -> object:
+        return _int_tuple(value)
+
+    @field_validator("bucket_sizes")
+    @classmethod
+    def _increasing_buckets(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value or any(b < 1 for b in value) or list(value) != sorted(set(value)):
+            raise ValueError("must be positive and strictly increasing, e.g. 8,32,128")
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if value not in ("memory://", "rocksdb://"):
+            raise ValueError("must be memory:// or rocksdb://")
+        return value
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        hosts = [h.strip() for h in value.split(",") if h.strip()]
+        if not hosts or any(h.rpartition(":")[2].isdigit() is False for h in hosts):
+            raise ValueError("must be host:port[,host:port...]")
+        return ",".join(hosts)
+
+    @field_validator(
+        "app_id",
+        "topic_clickstream",
+        "topic_recommendations",
+        "topic_purchase_predictions",
+        "topic_dlq",
+        "topic_model_updates",
+        "topic_item_updates",
+    )
+    @classmethod
+    def _kafka_name(cls, value: str) -> str:
+        allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if not value or len(value) > 200 or not set(value) <= allowed:
+            raise ValueError("must be 1-200 characters of [a-zA-Z0-9._-]")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WorkerSettings:
+        if self.dlq_max_payload_bytes > self.max_message_bytes:
+            raise ValueError(
+                "dlq_max_payload_bytes must not exceed max_message_bytes "
+                "(a DLQ record would be larger than the input it reports)"
+            )
+        names = [self.topic(role) for role in TOPIC_ROLES]
+        if len(set(names)) != len(names):
+            raise ValueError("topic names must be distinct")
+        return self
+
+    def topic(self, role: str) -> str:
+        """Full topic name for a role (``clickstream``, ``recommendations``, ...).
+
+        Args:
+            role: one of `TOPIC_ROLES`.
+
+        Returns:
+            ``topic_prefix`` + the configured name.
+        """
+        return self.topic_prefix + getattr(self, "topic_" + role.replace("-", "_"))
+
+    @property
+    def broker_url(self) -> str:
+        """Faust broker URL (``kafka://h1:p;kafka://h2:p``)."""
+        return ";".join(f"kafka://{h}" for h in self.bootstrap_servers.split(","))
+
+    @property
+    def largest_bucket(self) -> int:
+        """The largest padded batch the step is compiled for."""
+        return self.bucket_sizes[-1]
+
+
+TOPIC_ROLES: tuple[str, ...] = (
+    "clickstream",
+    "recommendations",
+    "purchase_predictions",
+    "dlq",
+    "model_updates",
+    "item_updates",
+)
+"""Roles accepted by `WorkerSettings.topic`."""
+
+
+def load_settings(**overrides: object) -> WorkerSettings:
+    """Read settings from the environment, with keyword overrides on top.
+
+    Args:
+        **overrides: field values that win over the environment (tests, CLI options).
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        SettingsError: one line naming the first bad variable and why.
+    """
+    try:
+        return WorkerSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        variable = field.upper() if field else "settings"
+        if variable != "settings" and not variable.endswith("BOOTSTRAP_SERVERS"):
+            variable = "RNNREC_" + variable
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"{variable}: {message}") from None

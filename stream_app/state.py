@@ -1,0 +1,326 @@
+"""Per-user state kept in the worker's Faust table, its byte codec, and session policy.
+
+The table stores bytes (``value_serializer="raw"``) made by `encode_state`: orjson
+with the carry as base64 float32 (or float16) bytes. JSON keeps the record readable
+in the changelog and easy to evolve (a format number ``v`` leads every record);
+``test_state.py`` measures the bytes per user. Item ids are stored raw, never as
+vocabulary indices, so a new vocabulary never misreads old state.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+from stream_app.events import ClickEvent
+from stream_app.settings import CarryDtype, SessionPolicy
+
+STATE_FORMAT = 1
+"""Version of the encoded record; bump it (and keep a reader) when fields change."""
+
+
+class StateFormatError(ValueError):
+    """A stored state record cannot be read (unknown format or corrupt bytes).
+
+    The worker treats that user as new and counts it; inspect the changelog record.
+    """
+
+
+@dataclass(slots=True)
+class LastResult:
+    """The outputs of the user's last applied event, kept for re-sends and the web view."""
+
+    event_id: str
+    session_id: str
+    items: list[str]
+    scores: list[float]
+    p_purchase: float
+    model_version: str
+    event_ts: float
+    produced_ts: float
+    explanation: dict[str, Any] | None = None
+    state_recomputed: bool = False
+
+
+@dataclass(slots=True)
+class UserState:
+    """Everything the worker remembers about one user.
+
+    Attributes:
+        carry: the model's flat float32 carry, or None before the first step.
+        recent_items: the last L raw item ids, oldest first.
+        session_id: the session the carry belongs to.
+        session_counter: sessions started so far (names generated session ids).
+        session_events: events applied in the current session (bounds recomputation).
+        last_event_ts: event time of the last applied event.
+        model_version: the model that produced ``carry``.
+        event_count: events applied in total.
+        source_partition: input partition of the last applied event.
+        source_offset: input offset of the last applied event (-1: none).
+        recent_events: ``(event_id, digest)`` of the last L events, oldest first.
+        last_result: outputs of the last applied event.
+    """
+
+    carry: np.ndarray | None = None
+    recent_items: list[str] = field(default_factory=list)
+    session_id: str = ""
+    session_counter: int = 0
+    session_events: int = 0
+    last_event_ts: float = 0.0
+    model_version: str = ""
+    event_count: int = 0
+    source_partition: int = -1
+    source_offset: int = -1
+    recent_events: list[tuple[str, bytes]] = field(default_factory=list)
+    last_result: LastResult | None = None
+
+    def applied(self, partition: int, offset: int) -> bool:
+        """True when the record at ``partition``/``offset`` is already in this state."""
+        return partition == self.source_partition and offset <= self.source_offset
+
+    def digest_of(self, event_id: str) -> bytes | None:
+        """The stored digest of a recent event id, or None if not among the last L."""
+        for seen_id, digest in reversed(self.recent_events):
+            if seen_id == event_id:
+                return digest
+        return None
+
+
+def encode_state(state: UserState, carry_dtype: CarryDtype = CarryDtype.FLOAT32) -> bytes:
+    """Serialise a user's state for the table.
+
+    Args:
+        state: the state to store.
+        carry_dtype: float32 (exact) or float16 (half the carry bytes).
+
+    Returns:
+        The record bytes.
+    """
+    record: dict[str, Any] = {
+        "v": STATE_FORMAT,
+        "i": state.recent_items,
+        "s": state.session_id,
+        "sc": state.session_counter,
+        "se": state.session_events,
+        "t": state.last_event_ts,
+        "m": state.model_version,
+        "n": state.event_count,
+        "p": state.source_partition,
+        "o": state.source_offset,
+        "e": [[eid, base64.b64encode(d).decode("ascii")] for eid, d in state.recent_events],
+    }
+    if state.carry is not None:
+        dtype = np.float16 if carry_dtype == CarryDtype.FLOAT16 else np.float32
+        record["c"] = base64.b64encode(state.carry.astype(dtype).tobytes()).decode("ascii")
+        record["cd"] = str(carry_dtype)
+    if state.last_result is not None:
+        r = state.last_result
+        record["r"] = [
+            r.event_id,
+            r.session_id,
+            r.items,
+            r.scores,
+            r.p_purchase,
+            r.model_version,
+            r.event_ts,
+            r.produced_ts,
+            r.explanation,
+            r.state_recomputed,
+        ]
+    return orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def decode_state(data: bytes) -> UserState:
+    """Read a record written by `encode_state`.
+
+    Args:
+        data: the table value.
+
+    Returns:
+        The state, with the carry as float32.
+
+    Raises:
+        StateFormatError: unknown format number or corrupt bytes.
+    """
+    try:
+        record = orjson.loads(data)
+        if record.get("v") != STATE_FORMAT:
+            raise StateFormatError(f"unknown state format {record.get('v')!r}")
+        carry = None
+        if "c" in record:
+            dtype = np.float16 if record["cd"] == CarryDtype.FLOAT16 else np.float32
+            raw = base64.b64decode(record["c"])
+            carry = np.frombuffer(raw, dtype=dtype).astype(np.float32)
+        last = None
+        if "r" in record:
+            last = LastResult(*record["r"])
+        return UserState(
+            carry=carry,
+            recent_items=list(record["i"]),
+            session_id=record["s"],
+            session_counter=record["sc"],
+            session_events=record["se"],
+            last_event_ts=record["t"],
+            model_version=record["m"],
+            event_count=record["n"],
+            source_partition=record["p"],
+            source_offset=record["o"],
+            recent_events=[(eid, base64.b64decode(d)) for eid, d in record["e"]],
+            last_result=last,
+        )
+    except StateFormatError:
+        raise
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise StateFormatError(f"corrupt state record: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRules:
+    """The session settings the policy functions need."""
+
+    policy: SessionPolicy = SessionPolicy.NEW_SESSION_ID
+    gap_s: float = 1800.0
+    user_ttl_s: float = 30 * 86400.0
+
+
+def is_expired(state: UserState, ts: float, rules: SessionRules) -> bool:
+    """True when the user was idle longer than the TTL: forget everything about them."""
+    return (
+        rules.user_ttl_s > 0
+        and state.event_count > 0
+        and ts - state.last_event_ts > rules.user_ttl_s
+    )
+
+
+def starts_new_session(state: UserState, event: ClickEvent, rules: SessionRules) -> bool:
+    """Decide whether ``event`` opens a new session (the carry resets).
+
+    Args:
+        state: the user's state before the event (``event_count == 0``: new user).
+        event: the incoming event.
+        rules: policy, inactivity gap and TTL.
+
+    Returns:
+        True when the carry must start from the model's initial carry.
+    """
+    if state.event_count == 0 or state.carry is None:
+        return True
+    if rules.policy == SessionPolicy.CARRY_OVER:
+        return False
+    gap_passed = event.ts - state.last_event_ts > rules.gap_s
+    if rules.policy == SessionPolicy.INACTIVITY_GAP or event.session_id is None:
+        return gap_passed
+    return event.session_id != state.session_id
+
+
+def session_id_for(user_id: str, event_session_id: str | None, counter: int) -> str:
+    """The session id published with the outputs.
+
+    Args:
+        user_id: the user.
+        event_session_id: the producer's session id, if any (always wins).
+        counter: the user's session counter (names generated ids).
+
+    Returns:
+        ``event_session_id`` or ``"<user_id>#<counter>"``.
+    """
+    return event_session_id if event_session_id is not None else f"{user_id}#{counter}"
+
+
+def open_session(
+    state: UserState, event: ClickEvent, rules: SessionRules
+) -> tuple[UserState, bool]:
+    """Apply the session policy before stepping the model on ``event``.
+
+    Args:
+        state: the user's state (not modified).
+        event: the incoming event.
+        rules: the session settings.
+
+    Returns:
+        ``(state, reset)``: a state whose session fields are ready for the event
+        (carry set to None on reset; history and bookkeeping kept unless the user
+        expired), and whether the session reset.
+    """
+    if is_expired(state, event.ts, rules):
+        state = UserState(
+            session_counter=state.session_counter,
+            source_partition=state.source_partition,
+            source_offset=state.source_offset,
+            recent_events=state.recent_events,
+        )
+    reset = starts_new_session(state, event, rules)
+    if not reset:
+        if event.session_id is not None and event.session_id != state.session_id:
+            # Carry-over policies still report the producer's current session id.
+            state = _copy(state, session_id=event.session_id)
+        return state, False
+    counter = state.session_counter + 1
+    return (
+        _copy(
+            state,
+            carry=None,
+            session_counter=counter,
+            session_events=0,
+            session_id=session_id_for(event.user_id, event.session_id, counter),
+        ),
+        True,
+    )
+
+
+def record_step(
+    state: UserState,
+    event: ClickEvent,
+    carry: np.ndarray,
+    model_version: str,
+    partition: int,
+    offset: int,
+    history_length: int,
+    result: LastResult | None,
+) -> UserState:
+    """The state after the model stepped on ``event``.
+
+    Args:
+        state: the state returned by `open_session` for this event.
+        event: the applied event.
+        carry: the new flat float32 carry.
+        model_version: the version that produced it.
+        partition: the event's input partition.
+        offset: the event's input offset.
+        history_length: L, the item ids and event ids kept.
+        result: the outputs sent for the event (None: filled in once scored).
+
+    Returns:
+        A new `UserState`.
+    """
+    return _copy(
+        state,
+        carry=carry,
+        recent_items=[*state.recent_items, event.item_id][-history_length:],
+        session_events=state.session_events + 1,
+        last_event_ts=max(state.last_event_ts, event.ts),
+        model_version=model_version,
+        event_count=state.event_count + 1,
+        source_partition=partition,
+        source_offset=offset,
+        recent_events=[*state.recent_events, (event.event_id, event.digest)][-history_length:],
+        last_result=result,
+    )
+
+
+def session_history(state: UserState) -> list[str]:
+    """Item ids of the current session still in the window (oldest first).
+
+    Used to recompute a carry under new model params, and to exclude seen items.
+    """
+    n = min(state.session_events, len(state.recent_items))
+    return state.recent_items[len(state.recent_items) - n :] if n else []
+
+
+def _copy(state: UserState, **changes: Any) -> UserState:
+    return dataclasses.replace(state, **changes)

@@ -1,0 +1,474 @@
+"""The serving worker: a Faust app that turns clickstream events into recommendations.
+
+What is committed when (faust-streaming 0.15.3, read from ``faust/streams.py`` and
+``faust/transport/consumer.py``):
+
+* ``Stream.take(n, within)`` turns acks off for the stream, buffers values in a
+  background processor and acks the buffered events in a ``finally`` block when the
+  generator is resumed for the next batch, *or when it is closed*. An exception in
+  the agent body therefore closes the generator and acks the whole batch, so a
+  failed batch could be committed. We use ``Stream.noack_take`` instead: the same
+  buffering and batching (``max_batch`` records or ``max_wait_s``), but it yields
+  the events and never acks them; `ClickstreamServer.process_batch` acks them
+  itself, last.
+* An ack only marks the offset in the consumer's ``_acked`` list. A timer
+  (``broker_commit_interval``, our ``commit_interval_s``) commits, per partition,
+  the highest offset below which every offset was acked (gaps block it), and
+  before committing it flushes the producer, which also carries the table's
+  changelog writes (sent with ``send_soon`` when a table key is set).
+
+So per batch, in this order:
+
+1. Every output (recommendations, purchase-predictions, DLQ) is sent and its broker
+   acknowledgement awaited.
+2. Each touched user's new state, which includes the partition and offset of the
+   last event applied, is written to the table (changelog, same partition as the
+   input: the table is keyed and partitioned like ``clickstream``).
+3. The batch's events are acked; the commit timer later flushes the changelog and
+   commits the offsets.
+
+A crash before (3) commits nothing of the batch: it is redelivered. Events whose
+offset is at most the stored offset (crash between (2) and the commit) are not
+stepped again; the last one's stored result is re-sent, and earlier ones need no
+re-send because (1) finished before (2) began. A crash between (1) and (2) re-sends
+outputs (duplicates by ``event_id``) and steps from the old state, as intended.
+
+Input must be keyed by user_id (the stored offset is then the clickstream offset).
+A record whose key is not its user_id goes to the DLQ (``key_mismatch``) rather than
+being repartitioned, so per-user order is the producer's partition order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import numpy as np
+import orjson
+from faust.streams import _current_event  # the context Faust's tables read the partition from
+
+from stream_app.dlq import DeadLetter, dead_letter
+from stream_app.events import ClickEvent, ErrorKind, InputLimits, Rejection, decode_click_event
+from stream_app.metrics import WorkerMetrics
+from stream_app.scoring import Scorer, StepOutput, UserSteps, load_scorer, score_in_rounds
+from stream_app.settings import WorkerSettings
+from stream_app.state import (
+    LastResult,
+    SessionRules,
+    StateFormatError,
+    UserState,
+    decode_state,
+    encode_state,
+    open_session,
+    record_step,
+    session_history,
+)
+
+SCHEMA_VERSION = 1
+COMMAND_HEADER = "rnnrec.command"
+"""A clickstream record with this header set to ``delete-user`` deletes its key's state."""
+DELETE_USER = b"delete-user"
+_PENDING_CARRY = np.zeros(0, np.float32)
+
+
+@dataclass(slots=True)
+class _PendingEvent:
+    event: ClickEvent
+    step_index: int
+    session_id: str
+    recomputed: bool
+
+
+@dataclass(slots=True)
+class _UserPlan:
+    """One user's share of a batch: a working state and the steps to score."""
+
+    state: UserState
+    steps: UserSteps
+    last_event: Any = None  # the Faust event whose partition the table write uses
+    pending: list[_PendingEvent] = field(default_factory=list)
+    changed: bool = False
+    deleted: bool = False
+
+
+class ClickstreamServer:
+    """The hot path: decode, plan per user, score off the loop, send, store, ack."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        scorer: Scorer,
+        table: faust.Table,
+        topics: dict[str, faust.TopicT],
+        metrics: WorkerMetrics,
+    ) -> None:
+        """Wire the server to its table, output topics and metrics."""
+        self.settings = settings
+        self.scorer = scorer
+        self.table = table
+        self.topics = topics
+        self.metrics = metrics
+        self.limits = InputLimits.from_settings(settings)
+        self.rules = SessionRules(
+            settings.session_policy, settings.session_gap_s, settings.user_ttl_s
+        )
+        # One thread: the step is not re-entrant, and JAX releases the GIL anyway.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnrec-step")
+        metrics.set_model_version(scorer.version)
+
+    def load_state(self, user_id: str) -> UserState:
+        """The stored state of a user, or a fresh one."""
+        data = self.table.get(user_id)
+        if data is None:
+            return UserState()
+        try:
+            return decode_state(data)
+        except StateFormatError:
+            self.metrics.corrupt_state.inc()
+            return UserState()
+
+    async def process_batch(self, stream: faust.StreamT, events: Sequence[Any]) -> None:
+        """Handle one micro-batch of Faust events; see the module docstring for order."""
+        now = time.time()
+        self.metrics.events_in.inc(len(events))
+        self.metrics.batch_size.observe(len(events))
+        plans: dict[str, _UserPlan] = {}
+        dead: list[DeadLetter] = []
+        resends: list[LastResult] = []
+        resend_keys: list[str] = []
+        for event in events:
+            message = event.message
+            headers = dict(message.headers or ())
+            if headers.get(COMMAND_HEADER) == DELETE_USER and message.key:
+                self._plan_delete(plans, message.key.decode("utf-8", "replace"), event)
+                continue
+            decoded = decode_click_event(message.key, message.value, self.limits, now)
+            if isinstance(decoded, Rejection):
+                dead.append(self._dead_letter(message, decoded))
+                continue
+            plan = plans.get(decoded.user_id)
+            if plan is None:
+                stored = self.load_state(decoded.user_id)
+                plan = plans[decoded.user_id] = _UserPlan(stored, UserSteps(carry=stored.carry))
+            outcome = self._plan_event(plan, decoded, event)
+            if isinstance(outcome, Rejection):
+                dead.append(self._dead_letter(message, outcome))
+            elif isinstance(outcome, LastResult):
+                resends.append(outcome)
+                resend_keys.append(decoded.user_id)
+
+        outputs, carries = await self._score([p.steps for p in plans.values()])
+
+        # (1) Send every output and wait for the broker's acknowledgements.
+        futures = [await self._send_dead_letter(d) for d in dead]
+        for user_id, result in zip(resend_keys, resends, strict=True):
+            futures.extend(await self._send_result(user_id, result))
+        for (user_id, plan), user_outputs, carry in zip(
+            plans.items(), outputs, carries, strict=True
+        ):
+            if not plan.pending:
+                continue
+            self.metrics.events_applied.inc(len(plan.pending))
+            for pending in plan.pending:
+                output = user_outputs[pending.step_index]
+                assert output is not None
+                result = self._result(pending, output)
+                futures.extend(await self._send_result(user_id, result))
+            if plan.changed:  # else a deletion followed the user's events in this batch
+                plan.state.carry = carry
+                plan.state.last_result = result
+        await asyncio.gather(*futures)
+        sent_at = time.time()
+        for event in events:
+            self.metrics.end_to_end_seconds.observe(max(0.0, sent_at - event.message.timestamp))
+
+        # (2) Store each changed user's state, offsets included, in the table.
+        for user_id, plan in plans.items():
+            if plan.changed or plan.deleted:
+                self._write_state(user_id, plan)
+
+        # (3) Ack: the commit timer may now commit these offsets.
+        for event in events:
+            await stream.ack(event)
+
+    def _plan_event(
+        self, plan: _UserPlan, event: ClickEvent, faust_event: Any
+    ) -> Rejection | LastResult | None:
+        message = faust_event.message
+        state = plan.state
+        if state.applied(message.partition, message.offset):
+            return self._redelivered(state, event)
+        seen_digest = state.digest_of(event.event_id)
+        if seen_digest is not None:
+            if seen_digest != event.digest:
+                return Rejection(
+                    ErrorKind.EVENT_ID_CONFLICT,
+                    "event_id was seen for this user with different bytes",
+                )
+            return self._redelivered(state, event)
+        state, reset = open_session(state, event, self.rules)
+        steps = plan.steps
+        recomputed = False
+        if not reset and state.model_version != self.scorer.version:
+            # The carry was made by other params: rebuild it from the session's
+            # stored items under the served params, silently, then step the event.
+            recomputed = True
+            self.metrics.state_recomputed.inc()
+            for i, item in enumerate(session_history(state)):
+                self._add_step(steps, item, emit=False, reset=i == 0, excluded=None)
+            reset = not session_history(state)
+        excluded = None
+        if self.settings.exclude_seen:
+            excluded = [*session_history(state), event.item_id]
+        self._add_step(steps, event.item_id, emit=True, reset=reset, excluded=excluded)
+        plan.pending.append(
+            _PendingEvent(event, len(steps.items) - 1, state.session_id, recomputed)
+        )
+        plan.state = record_step(
+            state,
+            event,
+            _PENDING_CARRY,
+            self.scorer.version,
+            message.partition,
+            message.offset,
+            self.settings.history_length,
+            result=None,
+        )
+        plan.last_event = faust_event
+        plan.changed = True
+        plan.deleted = False
+        return None
+
+    @staticmethod
+    def _add_step(
+        steps: UserSteps, item: str, *, emit: bool, reset: bool, excluded: list[str] | None
+    ) -> None:
+        steps.items.append(item)
+        steps.emit.append(emit)
+        steps.reset.append(reset)
+        steps.excluded.append(excluded)
+
+    def _redelivered(self, state: UserState, event: ClickEvent) -> LastResult | None:
+        last = state.last_result
+        if last is not None and last.event_id == event.event_id:
+            self.metrics.redeliveries.labels(resent="true").inc()
+            return last
+        self.metrics.redeliveries.labels(resent="false").inc()
+        return None
+
+    def _plan_delete(self, plans: dict[str, _UserPlan], user_id: str, event: Any) -> None:
+        plan = plans.setdefault(user_id, _UserPlan(UserState(), UserSteps(carry=None)))
+        # Events before the deletion in this batch were already planned and their
+        # outputs are still sent; everything the user had is forgotten afterwards.
+        plan.state = UserState()
+        plan.deleted = True
+        plan.changed = False
+        plan.last_event = event
+
+    async def _score(
+        self, users: list[UserSteps]
+    ) -> tuple[list[list[StepOutput | None]], list[np.ndarray]]:
+        if not any(u.items for u in users):
+            return [[None] * len(u.items) for u in users], [_PENDING_CARRY for _ in users]
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        # Off the event loop: heartbeats, commits and rebalances keep running.
+        result = await loop.run_in_executor(
+            self.executor,
+            score_in_rounds,
+            self.scorer,
+            users,
+            self.settings.largest_bucket,
+            self.settings.top_k,
+        )
+        self.metrics.step_seconds.observe(time.perf_counter() - started)
+        return result
+
+    def _result(self, pending: _PendingEvent, output: StepOutput) -> LastResult:
+        return LastResult(
+            event_id=pending.event.event_id,
+            session_id=pending.session_id,
+            items=output.items,
+            scores=output.scores,
+            p_purchase=min(1.0, max(0.0, output.p_purchase)),
+            model_version=self.scorer.version,
+            event_ts=pending.event.ts,
+            produced_ts=time.time(),
+            explanation=output.explanation,
+            state_recomputed=pending.recomputed,
+        )
+
+    async def _send_result(self, user_id: str, result: LastResult) -> list[Any]:
+        key = user_id.encode("utf-8")
+        recommendation = {
+            "schema_version": SCHEMA_VERSION,
+            "event_id": result.event_id,
+            "user_id": user_id,
+            "session_id": result.session_id,
+            "items": result.items,
+            "scores": result.scores,
+            "model_version": result.model_version,
+            "event_ts": result.event_ts,
+            "produced_ts": result.produced_ts,
+            "explanation": result.explanation,
+            "state_recomputed": result.state_recomputed,
+        }
+        prediction = {
+            "schema_version": SCHEMA_VERSION,
+            "event_id": result.event_id,
+            "user_id": user_id,
+            "session_id": result.session_id,
+            "p_purchase": result.p_purchase,
+            "model_version": result.model_version,
+            "event_ts": result.event_ts,
+            "produced_ts": result.produced_ts,
+        }
+        self.metrics.outputs.labels(role="recommendations").inc()
+        self.metrics.outputs.labels(role="purchase_predictions").inc()
+        return [
+            await self.topics["recommendations"].send(key=key, value=orjson.dumps(recommendation)),
+            await self.topics["purchase_predictions"].send(key=key, value=orjson.dumps(prediction)),
+        ]
+
+    def _dead_letter(self, message: Any, rejection: Rejection) -> DeadLetter:
+        self.metrics.dead_letters.labels(reason=str(rejection.kind)).inc()
+        return dead_letter(
+            message.key,
+            message.value,
+            rejection,
+            message.topic,
+            message.partition,
+            message.offset,
+            self.settings.dlq_max_payload_bytes,
+        )
+
+    async def _send_dead_letter(self, letter: DeadLetter) -> Any:
+        self.metrics.outputs.labels(role="dlq").inc()
+        return await self.topics["dlq"].send(
+            key=letter.key, value=letter.value, headers=letter.headers
+        )
+
+    def _write_state(self, user_id: str, plan: _UserPlan) -> None:
+        # Faust picks the changelog partition from the "current event"; in a
+        # take() body that context is not set, so set it to the user's last event:
+        # the changelog partition then equals the input partition.
+        token = _current_event.set(weakref.ref(plan.last_event))
+        try:
+            if plan.deleted and not plan.changed:
+                if user_id in self.table:
+                    del self.table[user_id]
+            else:
+                self.table[user_id] = encode_state(plan.state, self.settings.carry_dtype)
+        finally:
+            _current_event.reset(token)
+
+
+def ensure_topics(settings: WorkerSettings) -> None:
+    """Create the input and output topics if missing; check the input's partitions.
+
+    Faust declares only the topics it consumes, and a send to a missing topic
+    blocks the batch, so outputs are created up front.
+
+    Raises:
+        ValueError: clickstream exists with another partition count than the
+            table's (state would live on other partitions than its events).
+    """
+    from kafka import KafkaConsumer
+
+    from stream_app.kafka_io import create_topics
+
+    roles = ("clickstream", "recommendations", "purchase_predictions", "dlq")
+    create_topics(
+        settings.bootstrap_servers,
+        [settings.topic(role) for role in roles],
+        partitions=settings.partitions,
+    )
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None)
+    try:
+        found = consumer.partitions_for_topic(settings.topic("clickstream")) or set()
+    finally:
+        consumer.close()
+    if len(found) != settings.partitions:
+        raise ValueError(
+            f"{settings.topic('clickstream')} has {len(found)} partitions but "
+            f"RNNREC_PARTITIONS={settings.partitions}; they must match"
+        )
+
+
+@dataclass
+class WorkerRuntime:
+    """The app and the objects the web views and tests look at."""
+
+    app: faust.App
+    server: ClickstreamServer
+    table: faust.Table
+    metrics: WorkerMetrics
+
+
+def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> WorkerRuntime:
+    """Build the serving worker's Faust app from settings.
+
+    Args:
+        settings: the worker settings.
+        scorer: the model; loaded from the settings when None.
+
+    Returns:
+        The `WorkerRuntime` (run ``runtime.app`` with a Faust worker).
+    """
+    from stream_app.web import register_views
+
+    scorer = scorer if scorer is not None else load_scorer(settings)
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker_url,
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        broker_commit_interval=settings.commit_interval_s,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=settings.web_enabled,
+        web_port=settings.web_port,
+        web_bind=settings.web_bind,
+        web_host=settings.web_host,
+        # The step runs in an executor; a big batch must not look like a stall.
+        stream_wait_empty=True,
+    )
+
+    def raw_topic(role: str) -> faust.TopicT:
+        return app.topic(
+            settings.topic(role),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+        )
+
+    clickstream = raw_topic("clickstream")
+    topics = {role: raw_topic(role) for role in ("recommendations", "purchase_predictions", "dlq")}
+    table = app.Table(
+        "user-state",
+        key_type=str,
+        value_type=bytes,  # bytes -> the "raw" serializer: values are encode_state() output
+        partitions=settings.partitions,
+    )
+    metrics = WorkerMetrics()
+    metrics.track_users(lambda: len(table))
+    server = ClickstreamServer(settings, scorer, table, topics, metrics)
+
+    @app.agent(clickstream, name="serve-clickstream")
+    async def serve_clickstream(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(settings.max_batch, within=settings.max_wait_s):
+            await server.process_batch(stream, events)
+
+    runtime = WorkerRuntime(app=app, server=server, table=table, metrics=metrics)
+    register_views(runtime)
+    return runtime

@@ -1,0 +1,103 @@
+"""Worker settings: environment binding, defaults, and one-line refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream_app.settings import (
+    CarryDtype,
+    SessionPolicy,
+    SettingsError,
+    WorkerSettings,
+    load_settings,
+)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("KAFKA_BOOTSTRAP_SERVERS", "RNNREC_KAFKA_BOOTSTRAP_SERVERS"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_follow_the_design() -> None:
+    s = load_settings()
+    assert s.topic("clickstream") == "clickstream"
+    assert s.topic("purchase_predictions") == "purchase-predictions"
+    assert s.topic("dlq") == "clickstream-dlq"
+    assert (s.partitions, s.top_k, s.exclude_seen) == (6, 20, False)
+    assert s.session_policy is SessionPolicy.NEW_SESSION_ID
+    assert s.carry_dtype is CarryDtype.FLOAT32
+    assert s.store == "memory://"
+
+
+def test_environment_binds_with_prefix_and_common_bootstrap(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "a:1, b:2")
+    monkeypatch.setenv("RNNREC_BUCKET_SIZES", "4,16,64")
+    monkeypatch.setenv("RNNREC_TOPIC_PREFIX", "t-")
+    monkeypatch.setenv("RNNREC_SESSION_POLICY", "carry_over")
+    monkeypatch.setenv("RNNREC_EXCLUDE_SEEN", "true")
+    s = load_settings()
+    assert s.bootstrap_servers == "a:1,b:2"
+    assert s.broker_url == "kafka://a:1;kafka://b:2"
+    assert s.bucket_sizes == (4, 16, 64) and s.largest_bucket == 64
+    assert s.topic("recommendations") == "t-recommendations"
+    assert s.session_policy is SessionPolicy.CARRY_OVER
+    assert s.exclude_seen is True
+
+
+def test_rnnrec_bootstrap_wins_over_the_common_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "common:1")
+    monkeypatch.setenv("RNNREC_BOOTSTRAP_SERVERS", "mine:2")
+    assert load_settings().bootstrap_servers == "mine:2"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("RNNREC_BUCKET_SIZES", "32,8", "strictly increasing"),
+        ("RNNREC_STORE", "redis://", "memory:// or rocksdb://"),
+        ("RNNREC_PARTITIONS", "0", "greater than or equal to 1"),
+        ("RNNREC_TOP_K", "many", "valid integer"),
+        ("RNNREC_SESSION_POLICY", "sometimes", "new_session_id"),
+        ("RNNREC_TOPIC_CLICKSTREAM", "bad topic!", "a-zA-Z0-9"),
+        ("RNNREC_BOOTSTRAP_SERVERS", "nohostport", "host:port"),
+        ("RNNREC_MAX_WAIT_S", "-1", "greater than 0"),
+    ],
+)
+def test_nonsense_is_refused_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    text = str(caught.value)
+    assert "\n" not in text
+    assert text.startswith(variable + ":") and message in text
+
+
+def test_cross_field_rules() -> None:
+    with pytest.raises(SettingsError, match="dlq_max_payload_bytes"):
+        load_settings(max_message_bytes=1000, dlq_max_payload_bytes=2000)
+    with pytest.raises(SettingsError, match="distinct"):
+        load_settings(topic_recommendations="clickstream")
+
+
+def test_settings_are_frozen() -> None:
+    s = WorkerSettings()
+    with pytest.raises(Exception):  # noqa: B017 - pydantic raises its ValidationError
+        s.top_k = 5  # type: ignore[misc]
+
+
+def test_worker_cli_prints_a_bad_setting_without_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stream_app.cli import main
+
+    monkeypatch.setenv("RNNREC_STORE", "nope://")
+    with pytest.raises(SystemExit) as exited:
+        main(["worker"])
+    assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "rnnrec: error: RNNREC_STORE: must be memory:// or rocksdb://"

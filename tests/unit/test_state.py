@@ -1,0 +1,181 @@
+"""Per-user state: codec, size per user, session policy, and per-round scoring order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from stream_app.events import ClickEvent, value_digest
+from stream_app.scoring import UserSteps, score_in_rounds
+from stream_app.settings import CarryDtype, SessionPolicy
+from stream_app.state import (
+    LastResult,
+    SessionRules,
+    StateFormatError,
+    UserState,
+    decode_state,
+    encode_state,
+    is_expired,
+    open_session,
+    record_step,
+    session_history,
+    session_id_for,
+    starts_new_session,
+)
+from tests.worker_scorers import RecentItemsScorer
+
+T0 = 1_600_000_000.0
+
+
+def event(item: str, ts: float, session: str | None = None, eid: str | None = None) -> ClickEvent:
+    eid = eid or f"e-{item}-{ts}"
+    return ClickEvent(eid, "u1", item, ts, session, "click", value_digest(eid.encode()))
+
+
+def full_state(carry_size: int = 100, history: int = 50, k: int = 20) -> UserState:
+    rng = np.random.default_rng(0)
+    items = [str(100_000_000 + i) for i in range(history)]
+    return UserState(
+        carry=rng.standard_normal(carry_size).astype(np.float32),
+        recent_items=items,
+        session_id="s-123456",
+        session_counter=3,
+        session_events=12,
+        last_event_ts=T0,
+        model_version="7",
+        event_count=40,
+        source_partition=2,
+        source_offset=123456,
+        recent_events=[(f"{i}-{j}", value_digest(b"%d" % j)) for j, i in enumerate(items)],
+        last_result=LastResult(
+            "e1", "s-123456", items[:k], [float(x) for x in rng.random(k)], 0.25, "7", T0, T0 + 1
+        ),
+    )
+
+
+def test_codec_round_trips_every_field() -> None:
+    state = full_state()
+    back = decode_state(encode_state(state))
+    assert back.carry is not None and np.array_equal(back.carry, state.carry)
+    for name in UserState.__slots__:
+        if name != "carry":
+            assert getattr(back, name) == getattr(state, name), name
+
+
+def test_fresh_state_round_trips_without_carry() -> None:
+    back = decode_state(encode_state(UserState()))
+    assert back.carry is None and back.event_count == 0 and back.last_result is None
+
+
+def test_bytes_per_user_are_measured_and_bounded() -> None:
+    # A GRU of 100 units, L=50 nine-digit item ids, K=20 last result: 3544 bytes with
+    # a float32 carry, 3276 with float16. The id histories and the last result
+    # dominate; the carry is 536 bytes (400 as base64).
+    state = full_state()
+    size32 = len(encode_state(state, CarryDtype.FLOAT32))
+    size16 = len(encode_state(state, CarryDtype.FLOAT16))
+    assert size16 < size32 < 4000
+    assert size32 - size16 == pytest.approx((400 - 200) * 4 / 3, abs=4)
+
+
+def test_float16_carry_costs_bounded_precision() -> None:
+    state = full_state()
+    back = decode_state(encode_state(state, CarryDtype.FLOAT16))
+    assert back.carry is not None and back.carry.dtype == np.float32
+    assert np.max(np.abs(back.carry - state.carry)) < 2e-3 * np.max(np.abs(state.carry))
+
+
+@pytest.mark.parametrize("data", [b"", b"not json", b'{"v": 99}', b'{"v": 1, "i": []}'])
+def test_unreadable_records_raise_state_format_error(data: bytes) -> None:
+    with pytest.raises(StateFormatError):
+        decode_state(data)
+
+
+RULES = SessionRules(SessionPolicy.NEW_SESSION_ID, gap_s=1800, user_ttl_s=86400)
+
+
+def stepped(state: UserState, ev: ClickEvent, offset: int = 0, history: int = 3) -> UserState:
+    state, _ = open_session(state, ev, RULES)
+    return record_step(state, ev, np.ones(2, np.float32), "1", 0, offset, history, None)
+
+
+def test_first_event_opens_a_generated_session() -> None:
+    state, reset = open_session(UserState(), event("a", T0), RULES)
+    assert reset and state.session_id == "u1#1" and state.session_counter == 1
+
+
+def test_new_session_id_resets_and_same_id_continues() -> None:
+    state = stepped(UserState(), event("a", T0, "s1"))
+    assert not starts_new_session(state, event("b", T0 + 5, "s1"), RULES)
+    assert starts_new_session(state, event("b", T0 + 5, "s2"), RULES)
+    after, reset = open_session(state, event("b", T0 + 5, "s2"), RULES)
+    assert reset and after.session_id == "s2" and after.carry is None
+
+
+def test_without_session_id_the_gap_decides() -> None:
+    state = stepped(UserState(), event("a", T0))
+    assert not starts_new_session(state, event("b", T0 + 1800), RULES)
+    assert starts_new_session(state, event("b", T0 + 1801), RULES)
+    after, _ = open_session(state, event("b", T0 + 1801), RULES)
+    assert after.session_id == "u1#2"
+
+
+def test_inactivity_gap_policy_ignores_session_ids_but_reports_them() -> None:
+    rules = SessionRules(SessionPolicy.INACTIVITY_GAP, gap_s=60, user_ttl_s=0)
+    state, _ = open_session(UserState(), event("a", T0, "s1"), rules)
+    state = record_step(state, event("a", T0, "s1"), np.ones(2, np.float32), "1", 0, 0, 3, None)
+    after, reset = open_session(state, event("b", T0 + 10, "s2"), rules)
+    assert not reset and after.session_id == "s2"
+    assert open_session(state, event("b", T0 + 61, "s1"), rules)[1]
+
+
+def test_carry_over_never_resets_after_the_first_event() -> None:
+    rules = SessionRules(SessionPolicy.CARRY_OVER, gap_s=1, user_ttl_s=0)
+    state, _ = open_session(UserState(), event("a", T0), rules)
+    state = record_step(state, event("a", T0), np.ones(2, np.float32), "1", 0, 0, 3, None)
+    assert not starts_new_session(state, event("b", T0 + 1e6, "other"), rules)
+
+
+def test_ttl_forgets_history_but_keeps_the_session_counter() -> None:
+    state = stepped(UserState(), event("a", T0))
+    assert is_expired(state, T0 + 86401, RULES) and not is_expired(state, T0 + 86400, RULES)
+    after, reset = open_session(state, event("b", T0 + 86401), RULES)
+    assert reset and after.recent_items == [] and after.event_count == 0
+    assert after.session_id == "u1#2"
+
+
+def test_record_step_bounds_history_and_tracks_offsets() -> None:
+    state = UserState()
+    for i, item in enumerate("abcde"):
+        state = stepped(state, event(item, T0 + i), offset=10 + i)
+    assert state.recent_items == ["c", "d", "e"] and len(state.recent_events) == 3
+    assert state.event_count == 5 and state.session_events == 5
+    assert state.applied(0, 14) and state.applied(0, 3) and not state.applied(0, 15)
+    assert not state.applied(1, 14)
+    assert state.digest_of("e-e-1600000004.0") is not None and state.digest_of("e-a-x") is None
+    assert session_history(state) == ["c", "d", "e"]
+
+
+def test_session_id_for_prefers_the_producer() -> None:
+    assert session_id_for("u", "s", 4) == "s" and session_id_for("u", None, 4) == "u#4"
+
+
+def test_rounds_are_batched_across_users_and_sequential_per_user() -> None:
+    class CountingScorer(RecentItemsScorer):
+        widths: list[int] = []  # noqa: RUF012 - test instrumentation
+
+        def step(self, carries, item_ids, excluded, k):  # type: ignore[no-untyped-def]
+            self.widths.append(len(item_ids))
+            return super().step(carries, item_ids, excluded, k)
+
+    scorer = CountingScorer()
+    users = [
+        UserSteps(None, ["1", "2", "3"], [True] * 3, [True, False, False], [None] * 3),
+        UserSteps(None, ["7"], [True], [True], [None]),
+        UserSteps(None, ["4", "5"], [False, True], [True, True], [None, None]),
+    ]
+    outputs, carries = score_in_rounds(scorer, users, max_rows=2, k=5)
+    assert scorer.widths == [2, 1, 2, 1]  # round 0 split by max_rows, then 2, then 1
+    assert [o.items for o in outputs[0] if o] == [["1"], ["2", "1"], ["3", "2", "1"]]
+    assert [o.items if o else None for o in outputs[2]] == [None, ["5"]]  # reset before 5
+    assert carries[1][0] == 1.0 and carries[0][0] == 3.0

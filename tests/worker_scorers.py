@@ -1,0 +1,84 @@
+"""Test-only scorers for the worker's non-model behaviour.
+
+`RecentItemsScorer` is a test double, not a model: it "recommends" the most recent
+distinct items of the session. It is deterministic and its carry encodes the
+history, so tests of DLQ routing, commit order, redelivery, session policy and
+state recovery can compare exact outputs. It says nothing about recommendation
+quality; tests of model behaviour use ``rnnrec_jax.serving``.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Sequence
+
+import numpy as np
+
+from stream_app.scoring import StepResult
+from stream_app.settings import WorkerSettings
+
+WINDOW = 6
+"""Items the carry remembers."""
+
+
+def _item_code(item_id: str) -> float:
+    # Decimal ids below 2**24 are exact in float32; others are hashed into that range
+    # (tests use small decimal ids, so decoding is exact there).
+    if item_id.isdigit() and int(item_id) < 2**24:
+        return float(int(item_id))
+    return float(zlib.crc32(item_id.encode()) % 2**24)
+
+
+class RecentItemsScorer:
+    """Test double: carry = [steps, last WINDOW item codes]; recommends them, newest first."""
+
+    def __init__(self, version: str = "test-1") -> None:
+        """A scorer reporting ``version``."""
+        self._version = version
+
+    @property
+    def version(self) -> str:
+        """The fake model version."""
+        return self._version
+
+    def initial_carry(self) -> np.ndarray:
+        """No steps, empty window (-1)."""
+        carry = np.full(WINDOW + 1, -1.0, np.float32)
+        carry[0] = 0.0
+        return carry
+
+    def step(
+        self,
+        carries: np.ndarray,
+        item_ids: Sequence[str],
+        excluded: Sequence[Sequence[str]] | None,
+        k: int,
+    ) -> StepResult:
+        """Shift each row's window by its item and read the window back."""
+        new = carries.copy()
+        new[:, 0] += 1.0
+        new[:, 2:] = carries[:, 1:-1]
+        new[:, 1] = [_item_code(i) for i in item_ids]
+        top_items, top_scores, explanations = [], [], []
+        for row in range(len(item_ids)):
+            skip = {str(int(_item_code(i))) for i in (excluded[row] if excluded else ())}
+            items: list[str] = []
+            for code in new[row, 1:]:
+                item = str(int(code))
+                if code >= 0 and item not in items and item not in skip:
+                    items.append(item)
+            items = items[:k]
+            top_items.append(items)
+            top_scores.append([1.0 / (1 + j) for j in range(len(items))])
+            explanations.append({"recent_items": items[:3], "weights": [1.0] * len(items[:3])})
+        p_purchase = np.minimum(1.0, new[:, 0] / 10.0).astype(np.float32)
+        return StepResult(new, top_items, top_scores, p_purchase, explanations)
+
+
+def recent_items_scorer(settings: WorkerSettings) -> RecentItemsScorer:
+    """Factory for ``RNNREC_SCORER_FACTORY=tests.worker_scorers:recent_items_scorer``.
+
+    The version comes from ``RNNREC_TEST_SCORER_VERSION`` (default ``test-1``).
+    """
+    return RecentItemsScorer(os.environ.get("RNNREC_TEST_SCORER_VERSION", "test-1"))
