@@ -9,6 +9,7 @@ stops exactly the process that ``up`` started.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -86,6 +88,18 @@ def broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
         return False
     finally:
         admin.close()
+
+
+def random_cluster_id() -> str:
+    """A KRaft cluster id, as ``StorageTool random-uuid`` makes it (one JVM start saved).
+
+    Kafka prints a random UUID in URL-safe base64 without padding and never hands out
+    one that starts with "-" (it would read as a command-line flag).
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 def _pid_alive(pid: int) -> bool:
@@ -227,13 +241,8 @@ class LocalBroker:
         if (self.state_dir / "data" / "meta.properties").exists():
             return
         base = [java, "-cp", self._classpath(), "kafka.tools.StorageTool"]
-        cluster_id = (
-            subprocess.run([*base, "random-uuid"], capture_output=True, text=True, check=True)
-            .stdout.strip()
-            .splitlines()[-1]
-        )
         proc = subprocess.run(
-            [*base, "format", "-t", cluster_id, "-c", str(config)],
+            [*base, "format", "-t", random_cluster_id(), "-c", str(config)],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if proc.returncode != 0:
