@@ -48,5 +48,11 @@ kafka-up: venv
 kafka-down: venv
 	$(BIN)/rnnrec kafka down
 
+# Offline checks of the Dockerfile and deploy/: render the kustomize overlays, validate
+# them against the Kubernetes schemas, checkov, hadolint (tools cached in .cache/).
+.PHONY: deploy-check
+deploy-check:
+	bash deploy/validate.sh
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
