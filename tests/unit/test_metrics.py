@@ -252,3 +252,27 @@ def test_reliability_bins_and_ece_against_loop() -> None:
     assert M.expected_calibration_error(labels, probs) == pytest.approx(ece)
     # A perfectly calibrated constant predictor has ECE 0.
     assert M.expected_calibration_error([1, 0, 0, 0], [0.25] * 4) == pytest.approx(0.0)
+
+
+# ------------------------------------------------------------------------ plots
+
+
+def test_plots_write_pngs(tmp_path) -> None:
+    from rnnrec_jax import plots
+
+    history = [
+        {"epoch": 1, "loss": 5.0, "valid_recall@20": 0.40, "valid_mrr@20": 0.15},
+        {"epoch": 2, "loss": 4.2, "valid_recall@20": 0.47, "valid_mrr@20": 0.19},
+    ]
+    rng = np.random.default_rng(6)
+    probs = rng.random(200)
+    bins = M.reliability_bins((rng.random(200) < probs).astype(int), probs)
+    paths = [
+        plots.plot_training_curve(history, tmp_path / "curve.png"),
+        plots.plot_recall_at_k({1: 0.1, 5: 0.3, 10: 0.4, 20: 0.5}, tmp_path / "r" / "recall.png"),
+        plots.plot_reliability(bins, tmp_path / "reliability.png"),
+        plots.plot_latency_histogram(rng.gamma(2.0, 3.0, 500), tmp_path / "latency.png"),
+        plots.plot_latency_histogram([], tmp_path / "empty.png"),
+    ]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
