@@ -15,6 +15,7 @@ Cell = Literal["gru", "lstm"]
 EmbeddingMode = Literal["none", "separate", "tied"]
 Loss = Literal["cross-entropy", "bpr-max"]
 Optimiser = Literal["adagrad", "adam", "adamw", "rmsprop"]
+AttentionMode = Literal["concat", "residual"]
 
 _C = TypeVar("_C", "ModelConfig", "TrainConfig")
 
@@ -35,6 +36,22 @@ class ModelConfig:
       attention: NARM-style attention over the last `attention_window` hidden states
         of the session; the output is then a projection of [last state; pooled].
       attention_window: how many past states the carry keeps when attention is on.
+      attention_mode: 'concat' (rep = W [h_t; pooled], the first version) or
+        'residual' (NARM/STAMP-style readout that starts as the plain GRU readout:
+        rep = h_t + W [pooled; extras] with W initialised to zero).
+      readout_last_item: add the current (last) input embedding to the readout's
+        extras (STAMP's x_t); needs attention_mode='residual'.
+      readout_mean_item: add the mean input embedding of the session so far
+        (STAMP's m_s) to the readout's extras; needs attention_mode='residual'.
+      output_projection: learned square map of the representation into the item
+        space (a bilinear decoder, NARM's B), initialised to the identity.
+      score_norm: cosine scores: representation and item embeddings are L2
+        normalised and multiplied by a learned scale (NISER / SR-GNN style);
+        the item bias is still added. Only with the full-softmax loss.
+      score_scale_init: initial value of that scale.
+      exclude_input_item: at inference (evaluation, serving) the item just clicked
+        gets the lowest score: the data has no consecutive repeats, so it is never
+        the next item. Training is unchanged (its targets never equal the input).
       dropout_embedding: dropout on the input embedding (training only).
       dropout_hidden: dropout on each layer's output (training only; as in GRU4Rec
         the dropped-out state is what is carried to the next step).
@@ -52,6 +69,13 @@ class ModelConfig:
     embedding_dim: int = 0
     attention: bool = False
     attention_window: int = 16
+    attention_mode: AttentionMode = "concat"
+    readout_last_item: bool = False
+    readout_mean_item: bool = False
+    output_projection: bool = False
+    score_norm: bool = False
+    score_scale_init: float = 10.0
+    exclude_input_item: bool = False
     dropout_embedding: float = 0.0
     dropout_hidden: float = 0.0
     purchase_head: bool = False
@@ -69,6 +93,11 @@ class ModelConfig:
             raise ValueError("embedding_mode='separate' needs embedding_dim > 0")
         if self.embedding_mode == "none" and self.cell != "gru":
             raise ValueError("embedding_mode='none' is only defined for the GRU cell")
+        if self.attention_mode not in ("concat", "residual"):
+            raise ValueError(f"unknown attention_mode {self.attention_mode!r}")
+        extras = self.readout_last_item or self.readout_mean_item
+        if extras and not (self.attention and self.attention_mode == "residual"):
+            raise ValueError("readout_last_item/readout_mean_item need the residual attention")
         if self.item_capacity < 2:
             raise ValueError("item_capacity must be >= 2 (index 0 is OOV/padding)")
         # JSON gives lists; keep the dataclass hashable.

@@ -12,7 +12,6 @@ precedes its first buy (all events for sessions without a buy).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnrec_jax import models, sampling
+from rnnrec_jax import metrics, models, sampling
 from rnnrec_jax.config import ModelConfig
 from rnnrec_jax.train import EncodedEvents, Events, encode_events, vocab_size
 
@@ -28,13 +27,17 @@ EVAL_STEPS_PER_CALL = 16
 TOP_K = 20
 
 
-def make_eval_chunk(mc: ModelConfig, n_items: int, top_k: int = TOP_K) -> Any:
+def make_eval_chunk(
+    mc: ModelConfig, n_items: int, top_k: int = TOP_K, ensemble: bool = False
+) -> Any:
     """Builds the jitted evaluation loop over a chunk of session-parallel steps.
 
     Args:
       mc: model configuration.
       n_items: real items (validity mask).
       top_k: length of the recommendation lists kept for coverage/Gini.
+      ensemble: params and carry carry a leading ensemble axis (`models.stack_params`);
+        items are scored by the members' mean softmax probability.
 
     Returns:
       chunk(params, carry, inputs, targets, reset) -> (carry, (ranks, top, logits)).
@@ -44,12 +47,18 @@ def make_eval_chunk(mc: ModelConfig, n_items: int, top_k: int = TOP_K) -> Any:
 
     def step(params: dict, carry: dict, xs: tuple) -> tuple[dict, tuple]:
         inputs, targets, reset, times = xs
-        carry = models.reset_carry(carry, reset)
-        carry, rep, logit = models.encode_step(mc, params, carry, inputs, times)
-        scores = models.score_items(params, rep, valid)
-        target_score = jnp.take_along_axis(scores, targets[:, None], axis=1)
+        exclude = inputs if mc.exclude_input_item else None
+        if ensemble:
+            carry = jax.vmap(models.reset_carry, in_axes=(0, None))(carry, reset)
+            carry, scores, logit = models.ensemble_step_scores(
+                mc, params, carry, inputs, times, valid, exclude
+            )
+        else:
+            carry = models.reset_carry(carry, reset)
+            carry, rep, logit = models.encode_step(mc, params, carry, inputs, times)
+            scores = models.score_items(params, rep, valid, exclude)
         # Conservative ties: the target itself counts, as does every item tied with it.
-        ranks = jnp.sum((scores >= target_score) & valid[None, :], axis=1).astype(jnp.int32)
+        ranks = metrics.target_ranks(scores, targets, valid)
         _, top = jax.lax.top_k(scores, top_k)
         return carry, (ranks, top.astype(jnp.int32), logit)
 
@@ -73,6 +82,7 @@ def evaluate_encoded(
     calibration: tuple[float, float] = (1.0, 0.0),
     n_bootstrap: int = 1000,
     seed: int = 0,
+    ensemble: bool = False,
 ) -> dict[str, Any]:
     """Evaluates next-item accuracy (and purchase prediction) on encoded sessions.
 
@@ -87,6 +97,7 @@ def evaluate_encoded(
       calibration: Platt (scale, shift) applied to purchase logits.
       n_bootstrap: bootstrap resamples for the AUC interval.
       seed: bootstrap seed.
+      ensemble: `params` are stacked members (`models.stack_params`) of one config.
 
     Returns:
       JSON-able dict: recall@K, mrr@K, coverage@20, gini@20, n_targets, n_sessions,
@@ -94,9 +105,13 @@ def evaluate_encoded(
     """
     with_purchase = with_purchase and mc.purchase_head
     plan = sampling.session_parallel_plan(enc.offsets, batch_size, include_last=with_purchase)
-    chunk = make_eval_chunk(mc, n_items)
+    chunk = make_eval_chunk(mc, n_items, ensemble=ensemble)
     t0 = float(enc.times.min()) if len(enc.times) else 0.0
-    carry = models.initial_carry(mc, batch_size)
+    if ensemble:
+        n_models = jax.tree_util.tree_leaves(params)[0].shape[0]
+        carry = models.ensemble_initial_carry(mc, n_models, batch_size)
+    else:
+        carry = models.initial_carry(mc, batch_size)
     ranks_all, top_all, logit_all = [], [], []
     k = EVAL_STEPS_PER_CALL
     for s0 in range(0, plan.n_steps, k):
@@ -125,16 +140,20 @@ def evaluate_encoded(
         "n_oov_targets": int(((tgt_ev >= 0) & (tgt_it == 0)).sum()),
         "n_sessions": len(enc.offsets) - 1,
     }
+    acc = metrics.RankingAccumulator(tuple(ks))
+    acc.update(ranks)
+    ranking = acc.result()
     for kk in ks:
-        hit = ranks <= kk
-        report[f"recall@{kk}"] = float(hit.mean()) if len(ranks) else 0.0
-        report[f"mrr@{kk}"] = float(np.where(hit, 1.0 / ranks, 0.0).mean()) if len(ranks) else 0.0
+        # An empty evaluation reports 0.0 (the accumulator says NaN).
+        report[f"recall@{kk}"] = ranking[f"recall@{kk}"] if len(ranks) else 0.0
+        report[f"mrr@{kk}"] = ranking[f"mrr@{kk}"] if len(ranks) else 0.0
     if top_all:
         width = top_all[0].shape[-1]
         tops = np.concatenate([t.reshape(-1, width) for t in top_all])[counted]
-        exposure = np.bincount(tops.reshape(-1), minlength=mc.item_capacity)[1 : n_items + 1]
-        report["coverage@20"] = float((exposure > 0).mean())
-        report["gini@20"] = gini(exposure)
+        exposure = metrics.exposure_counts(tops, mc.item_capacity)
+        mask = np.asarray(models.valid_item_mask(mc.item_capacity, n_items))
+        report["coverage@20"] = metrics.catalogue_coverage(exposure, mask)
+        report["gini@20"] = gini(exposure[mask])
     if with_purchase:
         logits = np.concatenate([lg[0].reshape(-1) for lg in logit_all])
         inp_ev = np.concatenate([lg[1].reshape(-1) for lg in logit_all])
@@ -181,8 +200,8 @@ def _purchase_report(
     return {
         "purchase_auc": auc,
         "purchase_auc_ci95": [lo, hi],
-        "purchase_brier": float(np.mean((prob - labels) ** 2)),
-        "purchase_brier_base_rate": float(np.mean((base - labels) ** 2)),
+        "purchase_brier": metrics.brier_score(labels, prob),
+        "purchase_brier_base_rate": metrics.base_rate_brier(labels),
         "purchase_base_rate": base,
         "purchase_n_sessions": len(labels),
         "purchase_n_positive": int(labels.sum()),
@@ -242,50 +261,41 @@ def evaluate(
 
 
 def gini(exposure: np.ndarray) -> float:
-    """Gini coefficient of non-negative exposure counts (0 = equal, 1 = one item)."""
-    x = np.sort(np.asarray(exposure, np.float64))
-    n = len(x)
-    if n == 0 or x.sum() == 0:
+    """Gini coefficient of non-negative exposure counts (0 = equal, 1 = one item).
+
+    `metrics.gini_index`, except that no exposure at all gives 0.0 instead of NaN.
+    """
+    x = np.asarray(exposure, np.float64)
+    if x.size == 0 or x.sum() == 0:
         return 0.0
-    cum = np.cumsum(x)
-    return float((n + 1 - 2 * np.sum(cum) / cum[-1]) / n)
+    return metrics.gini_index(x)
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC via the Mann-Whitney statistic, ties counted as one half."""
-    labels = np.asarray(labels) > 0
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
+    """ROC AUC (`metrics.roc_auc`, ties count one half); NaN when a class is missing."""
+    labels = np.asarray(labels)
+    if labels.size == 0 or np.all(labels > 0) or not np.any(labels > 0):
         return float("nan")
-    order = np.argsort(scores, kind="mergesort")
-    s = np.asarray(scores)[order]
-    ranks = np.empty(len(s))
-    # Average ranks over ties.
-    _, start, counts = np.unique(s, return_index=True, return_counts=True)
-    avg = start + (counts + 1) / 2.0
-    ranks[order] = np.repeat(avg, counts)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return metrics.roc_auc(labels > 0, scores)
 
 
 def bootstrap_auc_ci(
     labels: np.ndarray, scores: np.ndarray, n: int = 1000, seed: int = 0
 ) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the AUC (sessions resampled)."""
-    rng = np.random.default_rng(seed)
-    m = len(labels)
-    vals = []
-    for _ in range(n):
-        idx = rng.integers(0, m, m)
-        a = roc_auc(labels[idx], scores[idx])
-        if math.isfinite(a):
-            vals.append(a)
-    if not vals:
+    """95% percentile bootstrap interval of the AUC (`metrics.bootstrap_ci`, sessions resampled)."""
+    labels = np.asarray(labels) > 0
+    if labels.size == 0 or labels.all() or not labels.any():
         return (float("nan"), float("nan"))
-    return (float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5)))
+    ci = metrics.bootstrap_ci(metrics.roc_auc, labels, np.asarray(scores), n=n, seed=seed)
+    return (ci.low, ci.high)
 
 
 def reliability_bins(labels: np.ndarray, prob: np.ndarray, n_bins: int = 10) -> list[dict]:
-    """Equal-count bins of predicted probability with the observed rate per bin."""
+    """Equal-count bins of predicted probability with the observed rate per bin.
+
+    Kept here rather than `metrics.reliability_bins` (equal-width bins): with a base
+    rate of ~6% almost every prediction falls into the first equal-width bin.
+    """
     order = np.argsort(prob, kind="mergesort")
     out = []
     for part in np.array_split(order, n_bins):

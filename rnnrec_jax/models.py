@@ -129,6 +129,7 @@ class SessionEncoder(nn.Module):
         x = inp.embedding
         if cfg.dropout_embedding > 0:
             x = nn.Dropout(cfg.dropout_embedding, deterministic=not train)(x)
+        emb = x
         new_h, new_c = [], []
         for i, hdim in enumerate(cfg.hidden_sizes):
             if cfg.cell == "gru":
@@ -152,7 +153,27 @@ class SessionEncoder(nn.Module):
         if cfg.attention:
             window = jnp.concatenate([carry["window"][:, 1:], x[:, None, :]], axis=1)
             out["window"] = window
-            rep = self._attend(x, window, count)
+            if cfg.attention_mode == "residual":
+                extras = []
+                if cfg.readout_last_item:
+                    extras.append(emb)
+                if cfg.readout_mean_item:
+                    emb_sum = carry["emb_sum"] + emb
+                    out["emb_sum"] = emb_sum
+                    extras.append(emb_sum / count[:, None].astype(emb.dtype))
+                rep = self._residual_readout(x, window, count, extras)
+            else:
+                rep = self._attend(x, window, count)
+        if cfg.output_projection:
+            rep = nn.Dense(
+                cfg.output_dim, use_bias=False, kernel_init=_identity_init, name="out_proj"
+            )(rep)
+        if cfg.score_norm:
+            log_scale = self.param(
+                "score_log_scale",
+                lambda *_: jnp.asarray(np.log(cfg.score_scale_init), jnp.float32),
+            )
+            rep = jnp.exp(log_scale) * _l2_normalize(rep)
         if cfg.purchase_head:
             out, feats = _purchase_features(carry, out, inp)
             w_in = jnp.concatenate([x, feats], axis=-1)
@@ -161,21 +182,44 @@ class SessionEncoder(nn.Module):
             logit = jnp.zeros(x.shape[0], x.dtype)
         return out, (rep, logit)
 
-    def _attend(self, h: jax.Array, window: jax.Array, count: jax.Array) -> jax.Array:
-        """NARM-style: rep = W [h_t ; sum_j a_j h_j], a = softmax(v . sig(A1 h_t + A2 h_j))."""
+    def _attention_pool(self, h: jax.Array, window: jax.Array, count: jax.Array) -> jax.Array:
+        """NARM's local encoder: sum_j a_j h_j, a = softmax(v . sig(A1 h_t + A2 h_j))."""
         hdim = h.shape[-1]
         win = window.shape[1]
         q = nn.Dense(hdim, use_bias=False, name="att_q")(h)
         k = nn.Dense(hdim, use_bias=False, name="att_k")(window)
         e = nn.Dense(1, use_bias=False, name="att_v")(jax.nn.sigmoid(q[:, None, :] + k))[..., 0]
-        # Window slots hold states of the current session only: the newest min(count, L).
         valid = jnp.arange(win)[None, :] >= (win - jnp.minimum(count, win))[:, None]
         e = jnp.where(valid, e, MASKED_SCORE)
         a = jax.nn.softmax(e, axis=-1)
-        pooled = jnp.einsum("bl,bld->bd", a, window)
+        return jnp.einsum("bl,bld->bd", a, window)
+
+    def _residual_readout(
+        self, h: jax.Array, window: jax.Array, count: jax.Array, extras: list[jax.Array]
+    ) -> jax.Array:
+        """rep = h_t + W [pooled; extras], W = 0 at init: starts as the plain GRU readout."""
+        pooled = self._attention_pool(h, window, count)
+        feats = jnp.concatenate([pooled, *extras], axis=-1)
+        delta = nn.Dense(
+            self.cfg.output_dim, use_bias=False, kernel_init=nn.initializers.zeros, name="readout"
+        )(feats)
+        return h + delta
+
+    def _attend(self, h: jax.Array, window: jax.Array, count: jax.Array) -> jax.Array:
+        """NARM-style concat readout: rep = W [h_t ; pooled] (attention_mode='concat')."""
+        pooled = self._attention_pool(h, window, count)
         return nn.Dense(self.cfg.output_dim, use_bias=False, name="att_out")(
             jnp.concatenate([h, pooled], axis=-1)
         )
+
+
+def _identity_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+    del key
+    return jnp.eye(shape[0], shape[1], dtype=dtype)
+
+
+def _l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+    return x * jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True) + eps)
 
 
 def _purchase_features(carry: Carry, out: Carry, inp: StepInput) -> tuple[Carry, jax.Array]:
@@ -226,6 +270,8 @@ def initial_carry(cfg: ModelConfig, batch_size: int) -> Carry:
         carry["window"] = jnp.zeros(
             (batch_size, cfg.attention_window, cfg.hidden_sizes[-1]), jnp.float32
         )
+    if cfg.attention and cfg.attention_mode == "residual" and cfg.readout_mean_item:
+        carry["emb_sum"] = jnp.zeros((batch_size, input_dim(cfg)), jnp.float32)
     if cfg.purchase_head:
         carry["recent_items"] = jnp.zeros((batch_size, 16), jnp.int32)
         carry["n_repeat"] = jnp.zeros((batch_size,), jnp.float32)
@@ -359,21 +405,87 @@ def valid_item_mask(capacity: int, n_items: int | jax.Array) -> jax.Array:
     return (idx >= 1) & (idx <= n_items)
 
 
-def score_items(params: Params, rep: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+def uses_score_norm(params: Params) -> bool:
+    """True when the params belong to a model with cosine scores (`score_norm`)."""
+    enc = params.get("encoder", {})
+    return "score_log_scale" in enc
+
+
+def score_items(
+    params: Params,
+    rep: jax.Array,
+    valid: jax.Array | None = None,
+    exclude: jax.Array | None = None,
+) -> jax.Array:
     """Scores every item: rep @ item_out^T + item_bias, invalid rows masked.
+
+    With cosine scores (`ModelConfig.score_norm`, detected from the params) the item
+    rows are L2-normalised first; `rep` is already normalised and scaled.
 
     Args:
       params: model params.
       rep: (B, output_dim) session representations.
       valid: (capacity,) bool item mask, or None for no masking.
+      exclude: (B,) item index per row that gets the masked score (the input item
+        when `ModelConfig.exclude_input_item`), or None.
 
     Returns:
       (B, capacity) float32 scores; masked items get a large negative score.
     """
-    scores = rep @ params["item_out"].T + params["item_bias"][None, :]
+    table = params["item_out"]
+    if uses_score_norm(params):
+        # Cosine scores: the encoder already normalised and scaled `rep`.
+        table = _l2_normalize(table)
+    scores = rep @ table.T + params["item_bias"][None, :]
     if valid is not None:
         scores = jnp.where(valid[None, :], scores, MASKED_SCORE)
+    if exclude is not None:
+        hit = jnp.arange(scores.shape[-1])[None, :] == exclude[:, None]
+        scores = jnp.where(hit, MASKED_SCORE, scores)
     return scores
+
+
+def stack_params(param_sets: list[Params]) -> Params:
+    """Stacks same-shaped param sets (e.g. seeds) on a new leading ensemble axis."""
+    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *param_sets)
+
+
+def ensemble_initial_carry(cfg: ModelConfig, n_models: int, batch_size: int) -> Carry:
+    """Zero carry for an ensemble: every leaf gets a leading (n_models,) axis."""
+    one = initial_carry(cfg, batch_size)
+    return jax.tree_util.tree_map(lambda x: jnp.broadcast_to(x, (n_models, *x.shape)), one)
+
+
+def ensemble_step_scores(
+    cfg: ModelConfig,
+    stacked: Params,
+    carry: Carry,
+    items: jax.Array,
+    times: jax.Array | None = None,
+    valid: jax.Array | None = None,
+    exclude: jax.Array | None = None,
+) -> tuple[Carry, jax.Array, jax.Array]:
+    """One inference step of an ensemble of same-config models (stacked params).
+
+    Scores are the log of the members' mean softmax probability over the valid
+    items, so an ensemble is served like one model (rank, top-k on the scores).
+
+    Returns:
+      (new stacked carry, (B, capacity) scores, (B,) mean purchase logit).
+    """
+
+    def member(p: Params, c: Carry) -> tuple[Carry, jax.Array, jax.Array]:
+        c, rep, logit = encode_step(cfg, p, c, items, times)
+        return c, jax.nn.log_softmax(score_items(p, rep, valid), axis=-1), logit
+
+    carry, logp, logit = jax.vmap(member)(stacked, carry)
+    scores = jax.nn.logsumexp(logp, axis=0) - jnp.log(logp.shape[0])
+    if valid is not None:
+        scores = jnp.where(valid[None, :], scores, MASKED_SCORE)
+    if exclude is not None:
+        hit = jnp.arange(scores.shape[-1])[None, :] == exclude[:, None]
+        scores = jnp.where(hit, MASKED_SCORE, scores)
+    return carry, scores, logit.mean(axis=0)
 
 
 class SessionRecModel:

@@ -4,9 +4,12 @@ Usage:
     .venv/bin/python bench/experiments/final.py CONFIG [--seeds 0 1 2] [--epochs N]
 
 CONFIG is a module of rnnrec_jax/configs. Appends one JSON line per seed to
-bench/experiments/final.jsonl (config, test report, per-epoch history with
-targets/s) and prints the mean and std over seeds. With a purchase head, Platt
-calibration is fitted on train_valid sessions (part of train_full) and applied.
+bench/experiments/final.jsonl (config, test report, the same report with the
+input-item exclusion flipped, per-epoch history with targets/s), saves the params
+under artifacts/final/ (gitignored; bench/experiments/ensemble.py reads them) and
+prints the mean and std over seeds. With a purchase head, Platt calibration is fitted
+on train_valid sessions (part of train_full) and applied. `--train train_tr --test
+train_valid` gives the valid-side figures of the same recipe.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import first_buy_times, split
 
 from rnnrec_jax import evaluate
+from rnnrec_jax.checkpoint import flatten_tree
 from rnnrec_jax.train import encode_events, train_and_evaluate
 
 LOG = Path(__file__).parent / "final.jsonl"
+PARAMS = Path(__file__).resolve().parents[2] / "artifacts" / "final"
 
 
 def main() -> None:
@@ -55,6 +60,11 @@ def main() -> None:
             )
             res.purchase_calibration = calib
         rep = evaluate.evaluate(res, split(args.test), buy_times=buys)
+        # Same params, inference-time input-item exclusion flipped (for the record).
+        flipped = dataclasses.replace(
+            res.model_cfg, exclude_input_item=not res.model_cfg.exclude_input_item
+        )
+        alt = evaluate.evaluate(flipped, split(args.test), params=res.params, vocab=res.vocab)
         tps = [h["targets_per_s"] for h in res.history[1:]]
         rec = {
             "config": args.config,
@@ -64,12 +74,24 @@ def main() -> None:
             "model": dataclasses.asdict(res.model_cfg),
             "train_cfg": dataclasses.asdict(tcs),
             "report": rep,
+            "report_exclude_input_item_flipped": alt,
             "history": res.history,
             "calibration": calib,
             "median_targets_per_s_after_first": float(np.median(tps)) if tps else None,
+            "train_seconds": float(sum(h["seconds"] for h in res.history)),
         }
         with LOG.open("a") as f:
             f.write(json.dumps(rec) + "\n")
+        # Keep the trained params for seed ensembles (bench/experiments/ensemble.py).
+        PARAMS.mkdir(parents=True, exist_ok=True)
+        vocab_ids = np.array(sorted(res.vocab, key=res.vocab.get))
+        np.savez(
+            PARAMS / f"{args.config}_{args.train}_s{seed}.npz",
+            vocab_ids=vocab_ids,
+            model_cfg=np.array(res.model_cfg.to_json()),
+            calibration=np.array(calib),
+            **{"params/" + k: v for k, v in flatten_tree(res.params).items()},
+        )
         reports.append(rep)
         print(
             json.dumps({k: v for k, v in rep.items() if k != "purchase_reliability"}),

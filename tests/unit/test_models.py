@@ -15,6 +15,13 @@ from rnnrec_jax.train import EncodedEvents
 pytestmark = pytest.mark.unit
 
 TINY = ModelConfig(item_capacity=16, hidden_sizes=(8,), embedding_mode="tied", n_items=10)
+NARM = {
+    "attention": True,
+    "attention_mode": "residual",
+    "attention_window": 4,
+    "readout_last_item": True,
+    "readout_mean_item": True,
+}
 
 
 def _encoded(sessions):
@@ -69,6 +76,9 @@ def test_scores_mask_padding_and_rows_beyond_vocabulary():
         {"embedding_mode": "separate", "embedding_dim": 5},
         {"attention": True, "attention_window": 3},
         {"hidden_sizes": (8, 6), "purchase_head": True, "dropout_hidden": 0.3},
+        NARM,
+        {**NARM, "output_projection": True, "score_norm": True, "embedding_mode": "none"},
+        {"output_projection": True, "score_norm": True, "cell": "lstm"},
     ],
 )
 def test_variants_step_and_reset(over):
@@ -87,7 +97,9 @@ def test_variants_step_and_reset(over):
     np.testing.assert_allclose(rep3[1:], rep2[1:], rtol=1e-6)
 
 
-@pytest.mark.parametrize("over", [{}, {"attention": True, "attention_window": 4}])
+@pytest.mark.parametrize(
+    "over", [{}, {"attention": True, "attention_window": 4}, {**NARM, "score_norm": True}]
+)
 def test_batched_eval_equals_one_session_at_a_time(over):
     # With batch 2 slots serve several sessions each; a missing reset would leak the
     # previous session's state and change the ranks.
@@ -117,3 +129,76 @@ def test_conservative_ties_rank_counts_all_tied_items():
     rep = evaluate_encoded(cfg, p, _encoded([[1, 2]]), 10, batch_size=1, with_purchase=False)
     assert rep["recall@5"] == 0.0 and rep["recall@10"] == 1.0  # rank = 10
     assert rep["mrr@10"] == pytest.approx(0.1)
+
+
+def _run(cfg, params, sessions_steps):
+    carry = models.initial_carry(cfg, sessions_steps.shape[1])
+    reps = []
+    for items in sessions_steps:
+        carry, rep, _ = models.encode_step(cfg, params, carry, jnp.asarray(items))
+        reps.append(rep)
+    return jnp.stack(reps)
+
+
+def test_residual_readout_and_projection_start_as_the_plain_gru():
+    # NARM/STAMP readout (zero-initialised) and the identity output projection must
+    # leave a freshly initialised model's output equal to the plain GRU's.
+    plain = TINY
+    rich = dataclasses.replace(TINY, **NARM, output_projection=True)
+    p_rich = models.init_params(rich, jax.random.PRNGKey(3))
+    p_plain = {**p_rich, "encoder": {"gru_0": p_rich["encoder"]["gru_0"]}}
+    steps = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9], [1, 1, 2], [3, 5, 8]])
+    np.testing.assert_allclose(_run(rich, p_rich, steps), _run(plain, p_plain, steps), rtol=1e-6)
+    assert float(jnp.abs(p_rich["encoder"]["readout"]["kernel"]).max()) == 0.0
+    np.testing.assert_array_equal(p_rich["encoder"]["out_proj"]["kernel"], np.eye(8))
+
+
+def test_residual_readout_uses_the_session_history():
+    cfg = dataclasses.replace(TINY, **NARM)
+    p = models.init_params(cfg, jax.random.PRNGKey(4))
+    k = p["encoder"]["readout"]["kernel"]
+    p["encoder"]["readout"]["kernel"] = jax.random.normal(jax.random.PRNGKey(5), k.shape)
+    # Same last item and state path would differ only through the pooled history.
+    a = _run(cfg, p, np.array([[1], [2], [3]]))[-1]
+    b = _run(cfg, p, np.array([[4], [2], [3]]))[-1]
+    assert not np.allclose(a, b)
+
+
+def test_cosine_scores_are_bounded_by_the_scale():
+    cfg = dataclasses.replace(TINY, score_norm=True, score_scale_init=7.0)
+    p = models.init_params(cfg, jax.random.PRNGKey(6))
+    assert models.uses_score_norm(p) and not models.uses_score_norm(
+        models.init_params(TINY, jax.random.PRNGKey(6))
+    )
+    carry = models.initial_carry(cfg, 2)
+    _, rep, _ = models.encode_step(cfg, p, carry, jnp.array([1, 2]))
+    np.testing.assert_allclose(jnp.linalg.norm(rep, axis=-1), 7.0, rtol=1e-4)
+    p["item_out"] = p["item_out"] * 100.0  # cosine scores ignore the row norms
+    s = np.asarray(models.score_items(p, rep, models.valid_item_mask(16, 10)))[:, 1:11]
+    assert np.abs(s).max() <= 7.0 + 1e-4
+
+
+def test_readout_extras_need_the_residual_attention():
+    with pytest.raises(ValueError):
+        ModelConfig(readout_last_item=True)
+    with pytest.raises(ValueError):
+        ModelConfig(attention=True, attention_mode="bogus")
+
+
+def test_exclude_input_item_masks_the_clicked_item_only_at_inference():
+    p = models.init_params(TINY, jax.random.PRNGKey(7))
+    rep = jnp.ones((2, 8))
+    valid = models.valid_item_mask(16, 10)
+    s = np.asarray(models.score_items(p, rep, valid, exclude=jnp.array([3, 7])))
+    base = np.asarray(models.score_items(p, rep, valid))
+    assert s[0, 3] == models.MASKED_SCORE and s[1, 7] == models.MASKED_SCORE
+    keep = np.ones_like(s, bool)
+    keep[0, 3] = keep[1, 7] = False
+    np.testing.assert_array_equal(s[keep], base[keep])
+    # Evaluation: with the flag the input item can no longer outrank the target.
+    cfg = dataclasses.replace(TINY, exclude_input_item=True)
+    p = {**p, "item_out": jnp.zeros_like(p["item_out"]), "item_bias": jnp.zeros(16)}
+    p["item_bias"] = p["item_bias"].at[1].set(5.0).at[2].set(4.0)
+    with_flag = evaluate_encoded(cfg, p, _encoded([[1, 2]]), 10, batch_size=1, with_purchase=False)
+    without = evaluate_encoded(TINY, p, _encoded([[1, 2]]), 10, batch_size=1, with_purchase=False)
+    assert with_flag["recall@1"] == 1.0 and without["recall@1"] == 0.0
