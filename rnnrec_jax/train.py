@@ -2,7 +2,7 @@
 
 The host precomputes the whole epoch's schedule (which event each of the B slots
 reads at each step, where a slot's state resets, the sampled negatives), and a
-jit-compiled `lax.scan` runs `steps_per_call` optimiser steps per call, so there is
+jit-compiled loop (`lax.fori_loop`) runs `steps_per_call` optimiser steps per call, so there is
 no per-step Python dispatch. With sampled negatives, the gradients of the item
 tables are taken with respect to the gathered rows only and applied with row-wise
 optimisers (`sparse_optim.py`); with a full softmax (`n_sample=-1`) every row is
@@ -183,24 +183,32 @@ def make_dense_optimiser(tc: TrainConfig) -> optax.GradientTransformation:
     return opt
 
 
-def make_row_optimiser(tc: TrainConfig) -> optax.GradientTransformation:
+def make_row_optimiser(
+    tc: TrainConfig, unique_indices: bool = False
+) -> optax.GradientTransformation:
     """Row-wise optimiser for the item tables under sampled training.
 
     Args:
       tc: training configuration.
+      unique_indices: the updates it gets are already coalesced (see sparse_optim).
 
     Returns:
       A sparse_optim transformation over SparseRows.
     """
     if tc.optimiser == "adagrad":
-        return sparse_optim.row_adagrad(tc.learning_rate, tc.momentum)
+        return sparse_optim.row_adagrad(
+            tc.learning_rate, tc.momentum, unique_indices=unique_indices
+        )
     if tc.optimiser in ("adam", "adamw"):
         wd = tc.weight_decay if tc.optimiser == "adamw" else 0.0
-        return sparse_optim.row_adam(tc.learning_rate, b2=tc.adam_b2, weight_decay=wd)
+        return sparse_optim.row_adam(
+            tc.learning_rate, b2=tc.adam_b2, weight_decay=wd, unique_indices=unique_indices
+        )
     raise ValueError("rmsprop has no row-wise variant; use n_sample=-1 (full softmax)")
 
 
 TABLES = ("item_in", "item_out", "item_bias")
+IN_BOUNDS = "promise_in_bounds"
 
 
 class TrainState(NamedTuple):
@@ -264,7 +272,7 @@ def make_train_chunk(
     counts: np.ndarray,
     n_items: int,
 ) -> Callable[[TrainState, StepBatch], tuple[TrainState, jax.Array]]:
-    """Builds the jitted function that runs a chunk of steps with `lax.scan`.
+    """Builds the jitted function that runs a chunk of steps in one compiled loop.
 
     Args:
       mc: model configuration.
@@ -306,24 +314,41 @@ def make_train_chunk(
         params = optax.apply_updates(state.params, updates)
         return TrainState(params, opt_state, new_carry, rng), rec
 
+    # Updates of the output table arrive coalesced (see sampled_step).
+    unique_opt = make_row_optimiser(tc, unique_indices=True) if row_opt is not None else None
+    tied = mc.embedding_mode == "tied"
+
     def sampled_step(state: TrainState, b: StepBatch) -> tuple[TrainState, jax.Array]:
         carry = models.reset_carry(state.carry, b.reset)
         rng, k = jax.random.split(state.rng)
         params = state.params
-        columns = jnp.concatenate([b.targets, b.negatives])
+        n_rows = params["item_out"].shape[0]
+        columns = jnp.concatenate([b.targets, b.negatives])  # (M,)
+        m = columns.shape[0]
         correction = None
         if tc.loss == "cross-entropy" and tc.logq > 0:
             correction = losses.logq_correction(counts_j, columns, bsz, tc.sample_alpha, tc.logq)
         dense = {k_: v for k_, v in params.items() if k_ not in TABLES}
-        in_rows = jnp.take(params[in_table], b.inputs, axis=0)
-        out_rows = jnp.take(params["item_out"], columns, axis=0)
-        out_bias = jnp.take(params["item_bias"], columns, axis=0)
+        # Rows of item_out this step touches: the score columns, plus the inputs when
+        # the tables are tied. Repeats (a popular item sampled twice) are summed into
+        # the position of their first occurrence by routing every score column to
+        # that position's row: the sum then happens on the narrow (M, B) score
+        # gradient, the (K, D) row gradient comes out coalesced, and the optimiser
+        # needs no sort or segment sum over wide rows.
+        out_idx = jnp.concatenate([columns, b.inputs]) if tied else columns  # (K,)
+        owner = sparse_optim.first_occurrence(out_idx, n_rows)
+        col_owner = owner[:m]
+        # Indices are in range by construction: skip the out-of-bounds fill pass.
+        in_rows = params[in_table].at[b.inputs].get(mode=IN_BOUNDS)
+        out_rows = params["item_out"].at[out_idx].get(mode=IN_BOUNDS)
+        out_bias = params["item_bias"].at[columns].get(mode=IN_BOUNDS)
 
         def loss_fn(dense: dict, in_rows: jax.Array, out_rows: jax.Array, out_bias: jax.Array):
             new_carry, rep, logit = models.encode_step(
                 mc, dense, carry, b.inputs, b.times, input_rows=in_rows, train=True, rng=k
             )
-            scores = rep @ out_rows.T + out_bias[None, :]
+            scores_t = (out_rows @ rep.T).at[col_owner].get(mode=IN_BOUNDS)  # (M, B)
+            scores = scores_t.T + out_bias.at[col_owner].get(mode=IN_BOUNDS)[None, :]
             if tc.loss == "cross-entropy":
                 rec = losses.sampled_cross_entropy(scores, columns, b.weight, correction)
             else:
@@ -337,37 +362,42 @@ def make_train_chunk(
         updates, dense_state = dense_opt.update(g_dense, state.opt_state["dense"], dense)
         new_params = dict(optax.apply_updates(dense, updates))
         new_opt = {"dense": dense_state}
-        if mc.embedding_mode == "tied":
-            table_rows = {
-                "item_out": sparse_optim.SparseRows(
-                    jnp.concatenate([b.inputs, columns]), jnp.concatenate([g_in, g_out])
-                )
-            }
-        else:
-            table_rows = {
-                "item_in": sparse_optim.SparseRows(b.inputs, g_in),
-                "item_out": sparse_optim.SparseRows(columns, g_out),
-            }
-        table_rows["item_bias"] = sparse_optim.SparseRows(columns, g_bias)
+        if tied:
+            # The input rows' gradients join their item's first occurrence.
+            g_out = g_out.at[owner[m:]].add(g_in)
+        first = owner == jnp.arange(out_idx.shape[0])
+        table_rows = {
+            "item_out": sparse_optim.SparseRows(jnp.where(first, out_idx, n_rows), g_out),
+            "item_bias": sparse_optim.SparseRows(jnp.where(first[:m], columns, n_rows), g_bias),
+        }
         for name, rows in table_rows.items():
-            upd, new_opt[name] = row_opt.update(rows, state.opt_state[name], params[name])
+            upd, new_opt[name] = unique_opt.update(rows, state.opt_state[name], params[name])
             new_params[name] = sparse_optim.apply_row_updates(params[name], upd)
+        if not tied:
+            rows = sparse_optim.SparseRows(b.inputs, g_in)
+            upd, new_opt["item_in"] = row_opt.update(
+                rows, state.opt_state["item_in"], params["item_in"]
+            )
+            new_params["item_in"] = sparse_optim.apply_row_updates(params["item_in"], upd)
         return TrainState(new_params, new_opt, new_carry, rng), rec
 
     step = full_step if tc.full_softmax else sampled_step
 
-    def guarded(state: TrainState, b: StepBatch) -> tuple[TrainState, jax.Array]:
-        # Padding steps at the end of the last chunk must not move the optimiser.
-        return jax.lax.cond(
-            jnp.any(b.inputs > 0),
-            step,
-            lambda s, _: (s, jnp.zeros((), jnp.float32)),
-            state,
-            b,
-        )
-
     def chunk(state: TrainState, batches: StepBatch) -> tuple[TrainState, jax.Array]:
-        return jax.lax.scan(guarded, state, batches)
+        # Padding steps (no input at all) only ever trail the plan, in the last chunk;
+        # they must not move the optimiser. Rather than a `lax.cond` per step (whose
+        # branches copy the state on the CPU), the loop stops after the last real step.
+        n = batches.inputs.shape[0]
+        active = jnp.any(batches.inputs > 0, axis=1)
+        n_run = jnp.max(jnp.where(active, jnp.arange(1, n + 1), 0))
+
+        def body(i: jax.Array, carry: tuple) -> tuple:
+            st, step_losses = carry
+            b = jax.tree_util.tree_map(lambda x: x[i], batches)
+            st, rec = step(st, b)
+            return st, step_losses.at[i].set(rec)
+
+        return jax.lax.fori_loop(0, n_run, body, (state, jnp.zeros((n,), jnp.float32)))
 
     return jax.jit(chunk, donate_argnums=0)
 

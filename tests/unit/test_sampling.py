@@ -55,3 +55,15 @@ def test_sampler_follows_popularity_power_and_is_reproducible():
 def test_popularity_cdf_alpha_zero_is_uniform_over_seen_items():
     cdf = popularity_cdf(np.array([0, 5, 1, 0, 2]), 0.0)
     np.testing.assert_allclose(np.diff(np.concatenate([[0], cdf])), [0, 1 / 3, 1 / 3, 0, 1 / 3])
+
+
+def test_guided_search_equals_searchsorted():
+    rng = np.random.default_rng(0)
+    counts = rng.zipf(1.3, 3000).astype(np.float32)
+    counts[0] = 0
+    counts[rng.integers(0, 3000, 200)] = 0  # unseen items: flat steps in the CDF
+    for alpha in (0.0, 0.2, 1.0):
+        s = NegativeSampler(counts, n_sample=4, alpha=alpha, seed=0)
+        u = np.concatenate([rng.random(200_000), [0.0, np.nextafter(1.0, 0.0)], s.cdf[:-1:7]])
+        expect = np.minimum(np.searchsorted(s.cdf, u, side="right"), len(s.cdf) - 1)
+        np.testing.assert_array_equal(s._search(u), expect)

@@ -11,6 +11,7 @@ from rnnrec_jax.sparse_optim import (
     adagrad_momentum,
     apply_row_updates,
     coalesce,
+    first_occurrence,
     row_adagrad,
     row_adam,
 )
@@ -101,3 +102,32 @@ def test_dense_adagrad_momentum_matches_row_version():
         ru, rs = r.update(SparseRows(jnp.arange(3), g), rs)
         pr = apply_row_updates(pr, ru)
     np.testing.assert_allclose(np.asarray(pr), np.asarray(pd_), rtol=1e-6)
+
+
+def test_first_occurrence_points_at_first_position():
+    idx = jnp.array([4, 2, 4, 9, 2, 2, 0, 7])  # 9 and 7 are padding for 6 rows
+    owner = np.asarray(first_occurrence(idx, num_rows=6))
+    np.testing.assert_array_equal(owner, [0, 1, 0, 3, 1, 1, 6, 3])
+
+
+def test_row_adagrad_unique_indices_matches_coalescing_path():
+    rng = np.random.default_rng(2)
+    table = jnp.asarray(rng.normal(size=(12, 3)).astype(np.float32))
+    general = row_adagrad(0.1, momentum=0.4)
+    fast = row_adagrad(0.1, momentum=0.4, unique_indices=True)
+    sg, sf = general.init(table), fast.init(table)
+    pg, pf = table, table
+    for _ in range(3):
+        idx = jnp.asarray(rng.integers(0, 12, size=9))
+        vals = jnp.asarray(rng.normal(size=(9, 3)).astype(np.float32))
+        ug, sg = general.update(SparseRows(idx, vals), sg)
+        pg = apply_row_updates(pg, ug)
+        uf, sf = fast.update(coalesce(SparseRows(idx, vals), 12), sf)
+        pf = apply_row_updates(pf, uf)
+    np.testing.assert_allclose(np.asarray(pf), np.asarray(pg), rtol=1e-6, atol=1e-7)
+
+
+def test_row_adagrad_without_momentum_keeps_no_momentum_table():
+    state = row_adagrad(0.1).init(jnp.ones((100, 8)))
+    assert state.mom.shape == (0, 8)
+    assert row_adagrad(0.1, momentum=0.2).init(jnp.ones((100, 8))).mom.shape == (100, 8)
