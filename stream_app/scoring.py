@@ -60,6 +60,9 @@ class Scorer(Protocol):
         item_ids: Sequence[str],
         excluded: Sequence[Sequence[str]] | None,
         k: int,
+        *,
+        times: Sequence[float] | None = None,
+        histories: Sequence[Sequence[str]] | None = None,
     ) -> StepResult:
         """Advance each row's carry by its item and score the catalogue.
 
@@ -68,6 +71,9 @@ class Scorer(Protocol):
             item_ids: n raw item ids (unknown ids are out-of-vocabulary, never errors).
             excluded: per row, item ids that must not be recommended, or None.
             k: items to return per row.
+            times: per row, the event time (epoch seconds), or None.
+            histories: per row, the session's last item ids including this event,
+                oldest first (what explanations look at), or None: no explanations.
 
         Returns:
             The `StepResult` for the n rows, in order.
@@ -87,6 +93,9 @@ class UserSteps:
         reset: per item, whether the carry restarts from the initial carry first
             (a new session).
         excluded: per item, ids that must not be recommended (or None).
+        times: per item, the event time (epoch seconds).
+        history: per item, the session's last item ids including it (explanations),
+            or None.
     """
 
     carry: np.ndarray | None
@@ -94,6 +103,8 @@ class UserSteps:
     emit: list[bool] = field(default_factory=list)
     reset: list[bool] = field(default_factory=list)
     excluded: list[list[str] | None] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    history: list[list[str] | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +148,23 @@ def score_in_rounds(
                 if users[i].reset[r]:
                     carries[i] = initial
             any_excluded = any(users[i].excluded and users[i].excluded[r] for i in chunk)
+            # Callers may leave times/history empty: then none are passed.
+            has_times = all(len(users[i].times) > r for i in chunk)
+            has_history = any(
+                len(users[i].history) > r and users[i].history[r] is not None for i in chunk
+            )
+            context: dict[str, Any] = {}
+            # Only passed when present, so scorers written before them keep working.
+            if has_times:
+                context["times"] = [users[i].times[r] for i in chunk]
+            if has_history:
+                context["histories"] = [_history_at(users[i], r) for i in chunk]
             result = scorer.step(
                 np.stack([carries[i] for i in chunk]).astype(np.float32, copy=False),
                 [users[i].items[r] for i in chunk],
                 [users[i].excluded[r] or [] for i in chunk] if any_excluded else None,
                 k,
+                **context,
             )
             for row, i in enumerate(chunk):
                 carries[i] = result.carries[row]
@@ -153,6 +176,10 @@ def score_in_rounds(
                         explanation=result.explanations[row],
                     )
     return outputs, carries
+
+
+def _history_at(user: UserSteps, r: int) -> list[str]:
+    return (user.history[r] or []) if len(user.history) > r else []
 
 
 def load_scorer(settings: WorkerSettings) -> Scorer:
@@ -176,12 +203,18 @@ def load_scorer(settings: WorkerSettings) -> Scorer:
         )
         scorer = factory(settings)
     elif settings.model_source:
-        from rnnrec_jax import serving  # type: ignore[attr-defined]  # imported late: JAX is heavy
+        from rnnrec_jax import serving  # imported late: JAX is heavy
 
         model = serving.load_serving_model(
-            settings.model_source, buckets=settings.bucket_sizes, k=settings.top_k
+            settings.model_source,
+            buckets=settings.bucket_sizes,
+            k=settings.top_k,
+            explain_window=max(1, settings.explain_window),
+            exclude_width=settings.history_length + 1,
         )
         scorer = ServingModelScorer(model, settings.bucket_sizes)
+        # Compile every bucket before the worker reports ready (only the variant used).
+        model.warm_up(explain=settings.explain_window > 0)
     else:
         raise ValueError("set RNNREC_MODEL_SOURCE (a checkpoint) or RNNREC_SCORER_FACTORY")
     if not isinstance(scorer, Scorer):
@@ -192,37 +225,43 @@ def load_scorer(settings: WorkerSettings) -> Scorer:
 class ServingModelScorer:
     """Adapts ``rnnrec_jax.serving.ServingModel`` to `Scorer`.
 
-    The serving model's carry is a pytree with a leading batch axis (``h`` for a GRU,
-    ``(h, c)`` for an LSTM, plus an attention window); here it is flattened to one
-    float32 vector per user so the worker stores plain bytes. Rows are padded to the
-    smallest bucket that fits, with ``mask`` marking real rows, so the jitted step
-    compiles once per bucket and never in steady state.
-
-    Note: written against the serving API described in the issue
-    (``vocab``, ``version``, ``init_carry(n)``, ``step(carry, item_idx, mask,
-    excluded, unavailable)``); not yet exercised by a test because
-    ``rnnrec_jax/serving.py`` does not exist at the time of writing.
+    The serving model's carry is a pytree with a leading batch axis (the cell's state,
+    the last representation and logit, the last event time); here it is flattened
+    to one float32 vector per user so the worker stores plain bytes, and cast back to
+    each leaf's dtype on the way in (integer leaves such as counts and recent item
+    indices are exact in float32 below 2**24; the float16 carry option rounds them).
+    The serving model pads rows to its buckets, so the jitted step compiles once per
+    bucket and never in steady state (`compile_count`).
     """
 
-    def __init__(self, model: Any, buckets: Sequence[int]) -> None:
-        """Wrap ``model``; ``buckets`` are the padded batch sizes, increasing."""
+    def __init__(self, model: Any, buckets: Sequence[int] | None = None) -> None:
+        """Wrap ``model`` (its own buckets are used; ``buckets`` is kept for callers)."""
         import jax
 
         self._model = model
-        self._buckets = tuple(buckets)
+        self._buckets = tuple(buckets) if buckets is not None else tuple(model.buckets)
         template = model.init_carry(1)
         leaves, self._treedef = jax.tree_util.tree_flatten(template)
         self._shapes = [np.shape(leaf)[1:] for leaf in leaves]
+        self._dtypes = [np.asarray(leaf).dtype for leaf in leaves]
         self._sizes = [int(np.prod(shape)) for shape in self._shapes]
         self._initial = np.concatenate(
             [np.asarray(leaf, np.float32).reshape(-1) for leaf in leaves]
         )
         self._unavailable = np.zeros(model.vocab.capacity, dtype=bool)
+        self._ids: tuple[int, np.ndarray] | None = None
 
     @property
     def version(self) -> str:
         """The served model version."""
         return str(self._model.version)
+
+    @property
+    def compile_count(self) -> int:
+        """XLA compilations in this process so far (constant in steady state)."""
+        from rnnrec_jax.serving import compile_events
+
+        return compile_events()
 
     def initial_carry(self) -> np.ndarray:
         """A fresh session's carry, flattened."""
@@ -235,11 +274,46 @@ class ServingModelScorer:
         mask[indices[indices > 0]] = True
         self._unavailable = mask
 
-    def _bucket(self, n: int) -> int:
-        for size in self._buckets:
-            if size >= n:
-                return size
-        raise ValueError(f"{n} rows exceed the largest bucket {self._buckets[-1]}")
+    def _unflatten(self, carries: np.ndarray) -> Any:
+        import jax
+
+        leaves, start = [], 0
+        for shape, width, dtype in zip(self._shapes, self._sizes, self._dtypes, strict=True):
+            block = carries[:, start : start + width].reshape((len(carries), *shape))
+            leaves.append(block.astype(dtype))
+            start += width
+        return jax.tree_util.tree_unflatten(self._treedef, leaves)
+
+    def _encode_rows(self, rows: Sequence[Sequence[str]], width: int) -> np.ndarray:
+        """Right-aligned (n, width) indices of each row's last ``width`` ids (0 = none).
+
+        One vocabulary lookup for the whole batch (a lookup per row cost more than
+        the jitted step)."""
+        out = np.zeros((len(rows), width), np.int32)
+        flat: list[str] = []
+        where_rows: list[int] = []
+        where_cols: list[int] = []
+        for row, ids in enumerate(rows):
+            ids = list(ids)[-width:]
+            flat.extend(ids)
+            where_rows.extend([row] * len(ids))
+            where_cols.extend(range(width - len(ids), width))
+        if flat:
+            out[where_rows, where_cols] = self._model.vocab.encode(flat)
+        return out
+
+    def _id_table(self) -> np.ndarray:
+        """Object array: index -> raw item id ('' for 0), cached per vocabulary size.
+
+        ``ItemVocabulary.decode`` rebuilds its table on every call (about 1 ms at
+        6,400 items, twice per row); the hot path decodes through this cached copy."""
+        vocab = self._model.vocab
+        n = len(vocab)
+        if self._ids is None or self._ids[0] != n:
+            table = np.empty(n + 1, object)
+            table[:] = [str(x) for x in vocab.decode(np.arange(n + 1))]
+            self._ids = (n, table)
+        return self._ids[1]
 
     def step(
         self,
@@ -247,55 +321,87 @@ class ServingModelScorer:
         item_ids: Sequence[str],
         excluded: Sequence[Sequence[str]] | None,
         k: int,
+        *,
+        times: Sequence[float] | None = None,
+        histories: Sequence[Sequence[str]] | None = None,
     ) -> StepResult:
-        """Pad to a bucket, run the jitted step, unpad and decode item ids."""
+        """Run the serving step on ``n`` rows and decode item ids and explanations."""
         import jax
 
         n = len(item_ids)
-        size = self._bucket(n)
-        padded = np.zeros((size, carries.shape[1]), np.float32)
-        padded[:n] = carries
-        leaves, start = [], 0
-        for shape, width in zip(self._shapes, self._sizes, strict=True):
-            leaves.append(padded[:, start : start + width].reshape((size, *shape)))
-            start += width
-        carry = jax.tree_util.tree_unflatten(self._treedef, leaves)
-        item_idx = np.zeros(size, np.int32)
-        item_idx[:n] = self._model.vocab.encode(list(item_ids))
-        mask = np.zeros(size, bool)
-        mask[:n] = True
+        model = self._model
+        item_idx = np.asarray(model.vocab.encode(list(item_ids)), np.int32)
         excluded_idx = None
         if excluded is not None:
-            width = max(1, max(len(e) for e in excluded))
-            excluded_idx = np.zeros((size, width), np.int32)
-            for row, ids in enumerate(excluded):
-                if ids:
-                    excluded_idx[row, : len(ids)] = self._model.vocab.encode(list(ids))
-        new_carry, top_items, top_scores, p_purchase, attributions = self._model.step(
-            carry, item_idx, mask, excluded_idx, self._unavailable
+            excluded_idx = self._encode_rows(excluded, model.exclude_width)
+        history_idx = None
+        if histories is not None:
+            history_idx = self._encode_rows(histories, model.explain_window)
+        out = model.step(
+            self._unflatten(np.asarray(carries, np.float32)),
+            item_idx,
+            np.ones(n, bool),
+            times=None if times is None else np.asarray(times, np.float64),
+            excluded=excluded_idx,
+            unavailable=self._unavailable,
+            history=history_idx,
         )
         flat = np.concatenate(
             [
-                np.asarray(leaf, np.float32).reshape(size, -1)
-                for leaf in jax.tree_util.tree_leaves(new_carry)
+                np.asarray(leaf, np.float32).reshape(n, -1)
+                for leaf in jax.tree_util.tree_leaves(out.carry)
             ],
             axis=1,
-        )[:n]
-        top_items = np.asarray(top_items)[:n, :k]
-        top_scores = np.asarray(top_scores, np.float32)[:n, :k]
+        )
+        top_items = np.asarray(out.top_items)[:, :k]
+        top_scores = np.asarray(out.top_scores, np.float32)[:, :k]
+        ids = self._id_table()
+        names = ids[top_items].tolist()
+        score_rows = top_scores.tolist()
+        keep_rows = (top_items > 0).tolist()  # index 0 marks an empty slot, never an item
         decoded, scores = [], []
         for row in range(n):
-            keep = top_items[row] > 0  # index 0 is padding/OOV, never a recommendation
-            decoded.append([str(x) for x in self._model.vocab.decode(top_items[row][keep])])
-            scores.append(top_scores[row][keep].tolist())
+            keep = keep_rows[row]
+            if all(keep):
+                decoded.append(names[row])
+                scores.append(score_rows[row])
+            else:
+                decoded.append([x for x, ok in zip(names[row], keep, strict=True) if ok])
+                scores.append([x for x, ok in zip(score_rows[row], keep, strict=True) if ok])
         explanations: list[dict[str, Any] | None] = [None] * n
-        if attributions is not None:
-            weights = np.asarray(attributions, np.float32)[:n]
-            explanations = [{"weights": w.tolist()} for w in weights]
+        if out.attributions is not None and history_idx is not None:
+            explanations = self._explanations(history_idx, decoded, out.attributions, ids)
         return StepResult(
             carries=flat,
             top_items=decoded,
             top_scores=scores,
-            p_purchase=np.asarray(p_purchase, np.float32)[:n],
+            p_purchase=np.asarray(out.p_purchase, np.float32),
             explanations=explanations,
         )
+
+    @staticmethod
+    def _explanations(
+        history: np.ndarray, items: list[list[str]], attributions: Any, ids: np.ndarray
+    ) -> list[dict[str, Any] | None]:
+        """JSON explanation of each row: per recommended item, the recent items that
+        raised its score (occlusion weight > 0), strongest first. Built from whole-batch
+        arrays (one decode, one rounding) rather than per row and slot."""
+        n = len(items)
+        window = ids[history].tolist()  # (n, L) raw ids, '' for padding
+        positions = np.asarray(attributions.positions)[:n]
+        weights = np.round(np.asarray(attributions.top_weights, np.float64)[:n], 6)
+        use = (positions >= 0) & (weights > 0)
+        pos_rows, weight_rows, use_rows = positions.tolist(), weights.tolist(), use.tolist()
+        out: list[dict[str, Any] | None] = []
+        for row, row_items in enumerate(items):
+            win = window[row]
+            pos_r, w_r, use_r = pos_rows[row], weight_rows[row], use_rows[row]
+            per_item = []
+            for slot, item in enumerate(row_items):
+                u = use_r[slot]
+                because = [win[p] for p, ok in zip(pos_r[slot], u, strict=True) if ok]
+                kept = [w for w, ok in zip(w_r[slot], u, strict=True) if ok]
+                per_item.append({"item": item, "because": because, "weights": kept})
+            real = [w for w in win if w]
+            out.append({"method": "occlusion", "recent_items": real, "per_item": per_item})
+        return out

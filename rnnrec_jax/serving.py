@@ -1,0 +1,472 @@
+"""The jitted serving step: advance users' carries by one event each and recommend.
+
+`ServingModel.step` takes a batch of users' carries (a numpy pytree with a leading
+batch axis), one item index per row and a row mask, and returns the new carries, the
+exact top-K items and scores, the calibrated purchase probability and (optionally)
+occlusion explanations. Design points:
+
+* **No recompilation in steady state.** Inputs are padded to the smallest of a few
+  fixed bucket sizes (default 8, 32, 128, 512) and every input has a fixed shape:
+  the exclusion list is padded to ``exclude_width`` columns, the explanation window
+  to ``explain_window``, times are always passed (zeros when absent). The catalogue
+  masks (valid items, unavailable items) are *input arrays* over the fixed vocabulary
+  capacity, so a growing vocabulary or a new availability list changes values, never
+  shapes. One jitted function serves every bucket: its cache holds one entry per
+  bucket (two when explanations are switched on and off), see `compile_count`.
+* **Rows whose mask is False keep their carry** (padding rows, or rows a caller
+  wants scored without stepping).
+* **Out-of-vocabulary input (index 0) keeps the carry unchanged** and still returns
+  recommendations: the serving carry stores the last representation and purchase
+  logit next to the model's carry, so an OOV event is recommended from the user's
+  previous state (for a user with no state yet: a zero representation, i.e. by the
+  item bias alone, a popularity-like list).
+* **Times.** Event times are float epoch seconds; in float32 they would be rounded
+  to 128 s, which destroys the purchase head's dwell features. The serving carry
+  therefore keeps the last event time as two float32 halves (``t_hi + t_lo``, exact
+  to well below a millisecond) and the gap since the previous event is computed on
+  the host in float64; the model receives ``time = gap`` with its ``last_time``
+  set to 0, so ``time - last_time`` is the exact gap.
+* **Exact top-K** with `rnnrec_jax.topk.default_topk`; excluded (per row) and
+  unavailable (catalogue) items are masked to -inf before selection.
+
+The offline evaluator (`evaluate.make_eval_chunk`) and this step compute the same
+representation; `ServingModel.score_all` returns the evaluator's full score rows
+(`models.score_items`) for parity tests.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnrec_jax import explain as explain_lib
+from rnnrec_jax import models
+from rnnrec_jax.config import ModelConfig
+from rnnrec_jax.data.vocabulary import ItemVocabulary
+from rnnrec_jax.model_io import TrainedModel, load_trained_model
+from rnnrec_jax.topk import default_topk
+
+Carry = dict[str, Any]
+PurchaseFn = Callable[[Carry, jax.Array, jax.Array], jax.Array]
+"""Hook for a separate purchase model: ``(model carry, representation, head logit) ->
+probability (B,)``, traced inside the jitted step. `rnnrec_jax.purchase.PurchaseModel`
+needs per-session statistics in the carry before it can plug in here."""
+
+DEFAULT_BUCKETS = (8, 32, 128, 512)
+
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "ServingModel",
+    "StepOutput",
+    "compile_events",
+    "load_serving_model",
+]
+
+
+class StepOutput(NamedTuple):
+    """What `ServingModel.step` returns for the ``n`` rows it was given.
+
+    Attributes:
+        carry: the new carries (numpy pytree, leading axis n).
+        top_items: int32 (n, k) item indices, best first; 0 marks an empty slot (fewer
+            than k recommendable items).
+        top_scores: float32 (n, k) their scores (-inf in empty slots).
+        p_purchase: float32 (n,) calibrated purchase probability in [0, 1].
+        attributions: `explain_lib.Attributions` (numpy arrays) when ``history`` was
+            given, else None.
+    """
+
+    carry: Carry
+    top_items: np.ndarray
+    top_scores: np.ndarray
+    p_purchase: np.ndarray
+    attributions: explain_lib.Attributions | None
+
+
+# ----------------------------------------------------------------- compile counter
+
+_compile_lock = threading.Lock()
+_compile_count = 0
+_listener_installed = False
+
+
+def _on_event(event: str, *_: Any, **__: Any) -> None:
+    global _compile_count
+    if event == "/jax/core/compile/backend_compile_duration":
+        with _compile_lock:
+            _compile_count += 1
+
+
+def compile_events() -> int:
+    """XLA compilations in this process since the first call (all JAX code, not only ours).
+
+    The first call installs a `jax.monitoring` listener; the worker exposes the count
+    in ``/metrics`` so a steady-state recompilation is visible.
+
+    Returns:
+        The number of backend compilations seen so far.
+    """
+    global _listener_installed
+    with _compile_lock:
+        if not _listener_installed:
+            jax.monitoring.register_event_duration_secs_listener(_on_event)
+            _listener_installed = True
+        return _compile_count
+
+
+# ----------------------------------------------------------------------- the model
+
+
+class ServingModel:
+    """A trained model ready to serve: fixed buckets, one jitted step, numpy in and out.
+
+    Attributes:
+        vocab: the item vocabulary (index 0 = OOV/padding, fixed capacity).
+        version: the model version.
+        k: recommendations per row.
+        buckets: padded batch sizes, increasing.
+        model_cfg: the model configuration.
+        explain_window: L, history positions the explanation looks at.
+        exclude_width: E, columns of the padded exclusion list.
+    """
+
+    def __init__(
+        self,
+        params: dict[str, Any],
+        model_cfg: ModelConfig,
+        vocab: ItemVocabulary,
+        version: str,
+        *,
+        buckets: Sequence[int] = DEFAULT_BUCKETS,
+        k: int = 20,
+        purchase_calibration: tuple[float, float] = (1.0, 0.0),
+        explain_window: int = 5,
+        explain_top: int = 3,
+        exclude_width: int = 64,
+        purchase_fn: PurchaseFn | None = None,
+    ) -> None:
+        """Build a serving model (nothing is compiled until `warm_up` or the first step).
+
+        Args:
+            params: model params.
+            model_cfg: the config that built them.
+            vocab: the item vocabulary (its capacity must equal the model's).
+            version: model version string.
+            buckets: padded batch sizes, strictly increasing.
+            k: recommendations per row (<= capacity).
+            purchase_calibration: Platt (scale, shift) of the purchase head.
+            explain_window: L, history length of explanations (>= 1).
+            explain_top: M, contributing positions returned per recommendation.
+            exclude_width: E, most excluded items per row (more: the last E are kept).
+            purchase_fn: optional separate purchase model (see `PurchaseFn`).
+        """
+        if vocab.capacity != model_cfg.item_capacity:
+            raise ValueError(f"vocab capacity {vocab.capacity} != {model_cfg.item_capacity}")
+        if not buckets or list(buckets) != sorted(set(buckets)) or buckets[0] < 1:
+            raise ValueError(f"buckets must be positive and increasing, got {buckets}")
+        if not 0 < k <= model_cfg.item_capacity:
+            raise ValueError(f"k={k} must be in 1..{model_cfg.item_capacity}")
+        self.model_cfg = model_cfg
+        self.vocab = vocab
+        self.version = str(version)
+        self.k = int(k)
+        self.buckets = tuple(int(b) for b in buckets)
+        self.explain_window = int(explain_window)
+        self.explain_top = int(explain_top)
+        self.exclude_width = int(exclude_width)
+        self._params = jax.device_put(params)
+        self._calibration = np.asarray(purchase_calibration, np.float32)
+        self._purchase_fn = purchase_fn
+        # Shapes only (eval_shape compiles nothing): fresh carries are built in numpy,
+        # so init_carry(n) for a new n never triggers an XLA compilation.
+        self._carry_template = jax.eval_shape(lambda: models.initial_carry(model_cfg, 1))
+        self._timed = "last_time" in self._carry_template
+        self._no_unavailable = np.zeros(model_cfg.item_capacity, bool)
+        self._valid_cache: tuple[int, np.ndarray] = (-1, self._no_unavailable)
+        # One jitted function for all buckets; `explain` picks the traced variant.
+        self._step_fn = jax.jit(self._step_impl, static_argnames=("explain",))
+        self._scores_fn = jax.jit(self._scores_impl)
+
+    @classmethod
+    def from_trained(cls, trained: TrainedModel, **kwargs: Any) -> ServingModel:
+        """Serve a loaded `TrainedModel`.
+
+        Args:
+            trained: the model artifact (`model_io.load_trained_model`).
+            **kwargs: `ServingModel` options (buckets, k, explain_window, ...).
+
+        Returns:
+            The serving model.
+        """
+        kwargs.setdefault("purchase_calibration", trained.purchase_calibration)
+        return cls(trained.params, trained.model_cfg, trained.vocab, trained.version, **kwargs)
+
+    # ------------------------------------------------------------------ carries
+
+    def init_carry(self, n: int) -> Carry:
+        """Carries of ``n`` fresh sessions.
+
+        Args:
+            n: rows.
+
+        Returns:
+            Numpy pytree: ``model`` (the cell's carry), ``rep`` and ``logit`` (the last
+            outputs, used for OOV events), and ``t_hi``/``t_lo`` (last event time)
+            when the model reads times.
+        """
+        carry: Carry = {
+            "model": jax.tree_util.tree_map(
+                lambda leaf: np.zeros((n, *leaf.shape[1:]), leaf.dtype), self._carry_template
+            ),
+            "rep": np.zeros((n, self.model_cfg.output_dim), np.float32),
+            "logit": np.zeros((n,), np.float32),
+        }
+        if self._timed:
+            carry["t_hi"] = np.zeros((n,), np.float32)
+            carry["t_lo"] = np.zeros((n,), np.float32)
+        return carry
+
+    def valid_mask(self) -> np.ndarray:
+        """(capacity,) bool: the vocabulary's real items (recomputed when it grows)."""
+        n = len(self.vocab)
+        if self._valid_cache[0] != n:
+            idx = np.arange(self.model_cfg.item_capacity)
+            self._valid_cache = (n, (idx >= 1) & (idx <= n))
+        return self._valid_cache[1]
+
+    def bucket_for(self, n: int) -> int:
+        """The smallest bucket holding ``n`` rows.
+
+        Raises:
+            ValueError: ``n`` exceeds the largest bucket.
+        """
+        for size in self.buckets:
+            if size >= n:
+                return size
+        raise ValueError(f"{n} rows exceed the largest bucket {self.buckets[-1]}")
+
+    @property
+    def compile_count(self) -> int:
+        """Compiled variants of this model's step (one per bucket and explain flag used)."""
+        return int(self._step_fn._cache_size())
+
+    def warm_up(self, explain: bool | None = None) -> None:
+        """Compile the step for every bucket now, so the first events are not slow.
+
+        Args:
+            explain: compile only the variant with (True) or without (False)
+                explanations; None compiles both.
+        """
+        variants = (False, True) if explain is None else (explain,)
+        for size in self.buckets:
+            carry = self.init_carry(size)
+            items = np.zeros(size, np.int32)
+            mask = np.zeros(size, bool)
+            for with_history in variants:
+                history = np.zeros((size, 1), np.int32) if with_history else None
+                self.step(carry, items, mask, history=history)
+
+    # --------------------------------------------------------------------- step
+
+    def step(
+        self,
+        carry: Carry,
+        item_idx: np.ndarray,
+        mask: np.ndarray,
+        *,
+        times: np.ndarray | None = None,
+        excluded: np.ndarray | None = None,
+        unavailable: np.ndarray | None = None,
+        history: np.ndarray | None = None,
+    ) -> StepOutput:
+        """Advance each masked row by its item and recommend.
+
+        Any ``n`` up to the largest bucket is accepted; rows are padded to a bucket
+        internally and the outputs cut back to ``n``.
+
+        Args:
+            carry: numpy pytree with leading axis n (from `init_carry` or a previous
+                step).
+            item_idx: int (n,) item indices of the events; 0 = OOV (carry unchanged,
+                recommendations from the stored last representation).
+            mask: bool (n,) rows to step; False rows keep their carry (their
+                recommendations are still computed from it).
+            times: float (n,) event times in epoch seconds (float64 is exact), or None.
+            excluded: int (n, E) item indices not to recommend per row (0 = none).
+            unavailable: bool (capacity,) items never to recommend.
+            history: int (n, L) the last L item indices of each row *including the
+                current event*, oldest first, 0 = padding; enables explanations.
+                Widths other than ``explain_window`` keep the most recent columns.
+
+        Returns:
+            `StepOutput` for the n rows.
+        """
+        n = int(np.shape(item_idx)[0])
+        size = self.bucket_for(n)
+        carry = _pad_tree(carry, size)
+        items = _pad(np.asarray(item_idx, np.int32), size)
+        mask = _pad(np.asarray(mask, bool), size)
+        gap, t_hi, t_lo = self._times(carry, times, size)
+        excl = _fit_width(excluded, size, self.exclude_width)
+        allowed = self.valid_mask()
+        if unavailable is not None:
+            allowed = allowed & ~np.asarray(unavailable, bool)
+        explain_on = history is not None
+        hist = _fit_width(history, size, self.explain_window) if explain_on else None
+        out = self._step_fn(
+            self._params, self._calibration, carry, items, mask, gap, t_hi, t_lo,
+            excl, allowed, hist, explain=explain_on,
+        )  # fmt: skip
+        new_carry, top_items, top_scores, p, attributions = jax.device_get(out)
+        new_carry = jax.tree_util.tree_map(lambda x: np.asarray(x)[:n], new_carry)
+        if attributions is not None:
+            attributions = explain_lib.Attributions(*(np.asarray(a)[:n] for a in attributions))
+        return StepOutput(
+            new_carry, np.asarray(top_items)[:n], np.asarray(top_scores)[:n],
+            np.asarray(p)[:n], attributions,
+        )  # fmt: skip
+
+    def _times(
+        self, carry: Carry, times: np.ndarray | None, size: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(gap since the row's last event, new t_hi, new t_lo), float32 each."""
+        if not self._timed:
+            zeros = np.zeros(size, np.float32)
+            return zeros, zeros, zeros
+        if times is None:
+            return np.zeros(size, np.float32), carry["t_hi"], carry["t_lo"]
+        t = _pad(np.asarray(times, np.float64), size)
+        prev = carry["t_hi"].astype(np.float64) + carry["t_lo"].astype(np.float64)
+        # Fresh rows have prev = 0 and a huge gap: the model ignores a session's
+        # first gap, and clips the others to [0, 3600] itself.
+        gap = np.clip(t - prev, 0.0, 1e7).astype(np.float32)
+        hi = t.astype(np.float32)
+        lo = (t - hi.astype(np.float64)).astype(np.float32)
+        return gap, hi, lo
+
+    def _step_impl(
+        self,
+        params: dict[str, Any],
+        calibration: jax.Array,
+        carry: Carry,
+        items: jax.Array,
+        mask: jax.Array,
+        gap: jax.Array,
+        t_hi: jax.Array,
+        t_lo: jax.Array,
+        excluded: jax.Array,
+        allowed: jax.Array,
+        history: jax.Array | None,
+        *,
+        explain: bool,
+    ) -> tuple:
+        cfg = self.model_cfg
+        stepping = mask & (items > 0)
+        model_carry = carry["model"]
+        if self._timed:
+            # The exact gap arrives as the time; last_time 0 makes time - last_time = gap.
+            model_carry = {**model_carry, "last_time": jnp.zeros_like(model_carry["last_time"])}
+        stepped, rep, logit = models.encode_step(cfg, params, model_carry, items, gap)
+
+        def keep(new: jax.Array, old: jax.Array) -> jax.Array:
+            return jnp.where(stepping.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+
+        new_carry = {
+            "model": jax.tree_util.tree_map(keep, stepped, carry["model"]),
+            "rep": keep(rep, carry["rep"]),
+            "logit": keep(logit, carry["logit"]),
+        }
+        if self._timed:
+            new_carry["t_hi"] = keep(t_hi, carry["t_hi"])
+            new_carry["t_lo"] = keep(t_lo, carry["t_lo"])
+        rep, logit = new_carry["rep"], new_carry["logit"]
+        table = _scoring_table(params)
+        values, top = default_topk(
+            rep, table, params["item_bias"], allowed, self.k, exclude=excluded
+        )
+        top = jnp.where(jnp.isneginf(values), 0, top)
+        if self._purchase_fn is not None:
+            p = self._purchase_fn(new_carry["model"], rep, logit)
+        else:
+            p = jax.nn.sigmoid(calibration[0] * logit + calibration[1])
+        attributions = None
+        if explain:
+            attributions = explain_lib.occlusion(cfg, params, history, top, self.explain_top)
+        return new_carry, top, values, p, attributions
+
+    # ------------------------------------------------------------- parity path
+
+    def score_all(self, carry: Carry) -> np.ndarray:
+        """Full score rows of each carry's last representation, as the evaluator makes them.
+
+        `models.score_items` with the vocabulary's validity mask: the exact scores
+        `evaluate.make_eval_chunk` ranks targets against (for parity tests and
+        debugging; not used on the hot path).
+
+        Args:
+            carry: numpy pytree with leading axis n.
+
+        Returns:
+            float32 (n, capacity) scores (invalid items at `models.MASKED_SCORE`).
+        """
+        return np.asarray(self._scores_fn(self._params, carry["rep"], self.valid_mask()))
+
+    def _scores_impl(self, params: dict, rep: jax.Array, valid: jax.Array) -> jax.Array:
+        return models.score_items(params, rep, valid)
+
+
+def load_serving_model(
+    path: str, *, buckets: Sequence[int] = DEFAULT_BUCKETS, k: int = 20, **kwargs: Any
+) -> ServingModel:
+    """Load and verify a checkpoint written by `rnnrec train`, ready to serve.
+
+    Args:
+        path: checkpoint root (follows LATEST) or one checkpoint directory.
+        buckets: padded batch sizes.
+        k: recommendations per row.
+        **kwargs: other `ServingModel` options.
+
+    Returns:
+        The serving model (not yet compiled: call `ServingModel.warm_up`).
+    """
+    return ServingModel.from_trained(load_trained_model(path), buckets=buckets, k=k, **kwargs)
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def _scoring_table(params: dict[str, Any]) -> jax.Array:
+    table = params["item_out"]
+    if models.uses_score_norm(params):
+        # As models.score_items: cosine scores normalise the item rows.
+        table = table * jax.lax.rsqrt(jnp.sum(jnp.square(table), axis=-1, keepdims=True) + 1e-6)
+    return table
+
+
+def _pad(x: np.ndarray, size: int) -> np.ndarray:
+    if x.shape[0] == size:
+        return x
+    out = np.zeros((size, *x.shape[1:]), x.dtype)
+    out[: x.shape[0]] = x
+    return out
+
+
+def _pad_tree(tree: Carry, size: int) -> Carry:
+    return jax.tree_util.tree_map(lambda x: _pad(np.asarray(x), size), tree)
+
+
+def _fit_width(x: np.ndarray | None, size: int, width: int) -> np.ndarray:
+    """(size, width) int32: rows padded with 0, columns cut to the last ``width``
+    (the most recent) or left-padded with 0."""
+    out = np.zeros((size, width), np.int32)
+    if x is None:
+        return out
+    x = np.asarray(x, np.int32)
+    x = x[:, -width:] if x.shape[1] > width else x
+    out[: x.shape[0], width - x.shape[1] :] = x
+    return out
