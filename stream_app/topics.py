@@ -25,13 +25,13 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import click
-from pydantic import Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError
+from pydantic_settings import SettingsConfigDict
 
+from stream_app.kafka_security import KafkaSecuritySettings, kafka_python_kwargs
 from stream_app.settings import SettingsError, WorkerSettings, load_settings
 
 MODEL_UPDATES_PARTITIONS = 1
@@ -41,11 +41,11 @@ serving pointer that names it, and Kafka orders records only within a partition.
 COMPACTED = "compact"
 
 
-class TopicAdminSettings(BaseSettings):
+class TopicAdminSettings(KafkaSecuritySettings):
     """Settings of the topic tool beyond `WorkerSettings` (environment prefix ``RNNREC_``).
 
-    The Kafka security fields are the ones every rnnrec client uses; they live here
-    until `WorkerSettings` carries them.
+    The Kafka security fields are `KafkaSecuritySettings`, the same definition
+    `WorkerSettings` and every other rnnrec client use.
     """
 
     model_config = SettingsConfigDict(env_prefix="RNNREC_", extra="ignore", frozen=True)
@@ -56,28 +56,6 @@ class TopicAdminSettings(BaseSettings):
         le=256 * 1024 * 1024,
         description="max.message.bytes of model-updates: the largest model chunk record.",
     )
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
-        "PLAINTEXT", description="How clients reach the brokers."
-    )
-    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
-        "SCRAM-SHA-512", description="SASL mechanism when the protocol is SASL_*."
-    )
-    kafka_sasl_username: str | None = Field(None, description="SASL principal.")
-    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password.")
-    kafka_ssl_cafile: Path | None = Field(
-        None, description="PEM CA bundle for the brokers' certificates (system store if unset)."
-    )
-
-    @model_validator(mode="after")
-    def _credentials_with_sasl(self) -> TopicAdminSettings:
-        if self.kafka_security_protocol.startswith("SASL_") and not (
-            self.kafka_sasl_username and self.kafka_sasl_password
-        ):
-            raise ValueError(
-                "RNNREC_KAFKA_SASL_USERNAME and RNNREC_KAFKA_SASL_PASSWORD are required "
-                f"with RNNREC_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol}"
-            )
-        return self
 
     def client_config(self) -> dict[str, Any]:
         """kafka-python connection options for these settings (no secrets logged).
@@ -85,15 +63,7 @@ class TopicAdminSettings(BaseSettings):
         Returns:
             Keyword arguments for `KafkaAdminClient` and the other kafka-python clients.
         """
-        config: dict[str, Any] = {"security_protocol": self.kafka_security_protocol}
-        if self.kafka_security_protocol.startswith("SASL_"):
-            config["sasl_mechanism"] = self.kafka_sasl_mechanism
-            config["sasl_plain_username"] = self.kafka_sasl_username
-            assert self.kafka_sasl_password is not None  # checked by the validator
-            config["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
-        if self.kafka_security_protocol in ("SSL", "SASL_SSL") and self.kafka_ssl_cafile:
-            config["ssl_cafile"] = str(self.kafka_ssl_cafile)
-        return config
+        return kafka_python_kwargs(self)
 
 
 @dataclass(frozen=True)
@@ -312,8 +282,10 @@ def _load() -> tuple[WorkerSettings, TopicAdminSettings]:
         raise click.ClickException(str(exc)) from None
     except ValidationError as exc:
         first = exc.errors()[0]
-        name = f"RNNREC_{str(first['loc'][0]).upper()}" if first["loc"] else "settings"
         message = str(first["msg"]).removeprefix("Value error, ")
+        if not first["loc"]:  # a check across fields: its message names the variables
+            raise click.ClickException(message) from None
+        name = f"RNNREC_{str(first['loc'][0]).upper()}"
         raise click.ClickException(f"{name}: {message}") from None
     return settings, admin_settings
 

@@ -274,9 +274,22 @@ def test_credentials_only_by_reference(rendered) -> None:
         for key in config.get("data", {}):
             assert not re.search(r"PASSWORD|SECRET|TOKEN|PRIVATE", key, re.I), key
     for workload in of_kind(docs, *WORKLOADS):
-        for container in pod_spec(workload)["containers"]:
+        spec = pod_spec(workload)
+        secret_volumes = {v["name"] for v in spec.get("volumes", []) if "secret" in v}
+        for container in spec["containers"]:
+            secret_dirs = [
+                m["mountPath"]
+                for m in container.get("volumeMounts", [])
+                if m["name"] in secret_volumes
+            ]
             for env in container.get("env", []):
-                if re.search(r"PASSWORD|SECRET|TOKEN", env["name"]):
+                if not re.search(r"PASSWORD|SECRET|TOKEN", env["name"]):
+                    continue
+                if env["name"].endswith("_FILE"):
+                    # A path, not a secret: it must point into a mounted Secret.
+                    path = env["value"]
+                    assert any(path.startswith(d.rstrip("/") + "/") for d in secret_dirs), path
+                else:
                     assert "value" not in env and "secretKeyRef" in env["valueFrom"], env["name"]
 
 
@@ -296,7 +309,26 @@ def known_setting_names() -> set[str]:
     return names
 
 
-def test_every_rnnrec_variable_is_a_setting_and_the_values_validate(rendered, monkeypatch) -> None:
+FILE_SETTINGS = {
+    "RNNREC_KAFKA_SSL_CAFILE",
+    "RNNREC_KAFKA_SSL_CERTFILE",
+    "RNNREC_KAFKA_SSL_KEYFILE",
+    "RNNREC_KAFKA_SASL_PASSWORD_FILE",
+}
+"""Settings naming files that must exist when the settings are read."""
+
+
+def stand_in_file(tmp_path: Path, pod_path: str) -> Path:
+    """A non-empty local file standing in for one mounted at ``pod_path`` in the pod."""
+    local = tmp_path / pod_path.lstrip("/")
+    local.parent.mkdir(parents=True, exist_ok=True)
+    local.write_text("stand-in\n")
+    return local
+
+
+def test_every_rnnrec_variable_is_a_setting_and_the_values_validate(
+    rendered, monkeypatch, tmp_path: Path
+) -> None:
     overlay, docs = rendered
     known = known_setting_names()
     settings = settings_of(docs)
@@ -312,6 +344,9 @@ def test_every_rnnrec_variable_is_a_setting_and_the_values_validate(rendered, mo
             if name.startswith("RNNREC_") or name == "KAFKA_BOOTSTRAP_SERVERS":
                 monkeypatch.delenv(name)
         for name, value in env.items():
+            if name in FILE_SETTINGS:
+                # The settings check that these files exist; the pod mounts them.
+                value = str(stand_in_file(tmp_path, value))
             monkeypatch.setenv(name, value)
         load_settings()  # raises SettingsError naming the variable
         TopicAdminSettings()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from stream_app.topics import (
     min_insync_replicas,
     topic_specs,
 )
+from tests.tls_broker import make_ca, openssl_available
 
 pytestmark = pytest.mark.unit
 
@@ -87,21 +89,24 @@ def test_create_request_is_kafka_pythons_dict_form() -> None:
     }
 
 
-def test_sasl_needs_credentials_and_maps_to_kafka_python_options() -> None:
+def test_sasl_needs_credentials_and_maps_to_kafka_python_options(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="RNNREC_KAFKA_SASL_USERNAME"):
         TopicAdminSettings(kafka_security_protocol="SASL_SSL")
+    if not openssl_available():
+        pytest.skip("openssl is not installed (needed to make a throwaway CA)")
+    cafile = make_ca(tmp_path, "ca").ca_cert  # the CA must exist: the settings check it
     admin = TopicAdminSettings(
         kafka_security_protocol="SASL_SSL",
         kafka_sasl_username="rnnrec-admin",
         kafka_sasl_password="s3cret",
-        kafka_ssl_cafile="/etc/rnnrec/kafka-ca/ca.crt",
+        kafka_ssl_cafile=str(cafile),
     )
     assert admin.client_config() == {
         "security_protocol": "SASL_SSL",
         "sasl_mechanism": "SCRAM-SHA-512",
         "sasl_plain_username": "rnnrec-admin",
         "sasl_plain_password": "s3cret",
-        "ssl_cafile": "/etc/rnnrec/kafka-ca/ca.crt",
+        "ssl_cafile": str(cafile),
     }
     assert "s3cret" not in repr(admin)
     assert TopicAdminSettings().client_config() == {"security_protocol": "PLAINTEXT"}
