@@ -54,7 +54,9 @@ def _read_events(path: Path) -> Any:
     try:
         return read_split_tsv(path)
     except (ValueError, KeyError) as exc:
-        raise click.ClickException(f"{path}: not a split TSV (SessionId, ItemId, Time): {exc}") from None
+        raise click.ClickException(
+            f"{path}: not a split TSV (SessionId, ItemId, Time): {exc}"
+        ) from None
 
 
 def _buy_times(buys_path: Path | None) -> dict[str, float] | None:

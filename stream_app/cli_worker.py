@@ -41,6 +41,7 @@ def user() -> None:
 def delete_user(user_id: str) -> None:
     """Forget USER_ID's state (a delete command on clickstream, applied in order)."""
     from stream_app.kafka_io import produce
+    from stream_app.kafka_security import kafka_python_kwargs
     from stream_app.worker import COMMAND_HEADER, DELETE_USER
 
     settings = _settings()
@@ -49,6 +50,7 @@ def delete_user(user_id: str) -> None:
         settings.topic("clickstream"),
         [(user_id.encode("utf-8"), b"{}")],
         headers=[(COMMAND_HEADER, DELETE_USER)],
+        security=kafka_python_kwargs(settings),
     )
     click.echo(f"delete requested on {settings.topic('clickstream')}")
 
@@ -79,6 +81,7 @@ def replay(
     topic: str | None,
 ) -> None:
     """Replay a dataset onto clickstream in time order, keyed by user."""
+    from stream_app.kafka_security import kafka_python_kwargs
     from stream_app.tools_replay import load_source
     from stream_app.tools_replay import replay as replay_events
 
@@ -87,7 +90,7 @@ def replay(
         events = load_source(split_tsv, yoochoose_dir, synthetic_sessions, synthetic_items, seed)
         sent = replay_events(
             events, settings.bootstrap_servers, topic or settings.topic("clickstream"),
-            rate=rate, speedup=speedup, limit=limit,
+            rate=rate, speedup=speedup, limit=limit, security=kafka_python_kwargs(settings),
         )  # fmt: skip
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -101,13 +104,15 @@ def replay(
 @click.option("--idle-timeout", type=click.FloatRange(min=0), help="Stop after S idle seconds.")
 def tail(topic: str, from_beginning: bool, count: int | None, idle_timeout: float | None) -> None:
     """Pretty-print the records of TOPIC as they arrive."""
+    from stream_app.kafka_security import kafka_python_kwargs
     from stream_app.tools_tail import tail_topic
 
     settings = _settings()
     try:
         tail_topic(
-            settings.bootstrap_servers, topic, click.echo, from_beginning, count, idle_timeout
-        )
+            settings.bootstrap_servers, topic, click.echo, from_beginning, count, idle_timeout,
+            security=kafka_python_kwargs(settings),
+        )  # fmt: skip
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
 

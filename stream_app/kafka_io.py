@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
@@ -30,9 +31,16 @@ def create_topics(
     names: Sequence[str],
     partitions: int = 1,
     configs: dict[str, str] | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> None:
-    """Create topics (existing ones are left as they are)."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="rnnrec-admin")
+    """Create topics (existing ones are left as they are).
+
+    ``security`` is `stream_app.kafka_security.kafka_python_kwargs` output (None: PLAINTEXT),
+    here and in the other helpers.
+    """
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="rnnrec-admin", **dict(security or {})
+    )
     try:
         new = [
             NewTopic(
@@ -51,13 +59,16 @@ def produce(
     topic: str,
     records: Iterable[tuple[bytes | None, bytes]],
     headers: list[tuple[str, bytes]] | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> int:
     """Send ``(key, value)`` pairs and wait for every acknowledgement.
 
     Returns:
         The number of records acknowledged.
     """
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, **dict(security or {})
+    )
     try:
         futures = [producer.send(topic, key=k, value=v, headers=headers) for k, v in records]
         producer.flush()
@@ -74,6 +85,7 @@ def drain(
     expected: int | None = None,
     timeout_s: float = 30.0,
     idle_s: float = 2.0,
+    security: Mapping[str, Any] | None = None,
 ) -> list[Record]:
     """Read a topic from the beginning (no consumer group, nothing committed).
 
@@ -86,6 +98,7 @@ def drain(
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         consumer_timeout_ms=int(idle_s * 1000) if expected is None else 500,
+        **dict(security or {}),
     )
     try:
         from kafka import TopicPartition

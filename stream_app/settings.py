@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from stream_app.kafka_security import KafkaSecuritySettings
 
 
 class SettingsError(ValueError):
@@ -46,8 +48,12 @@ def _int_tuple(value: object) -> object:
     return value
 
 
-class WorkerSettings(BaseSettings):
-    """Settings of the serving worker and its tools (environment prefix ``RNNREC_``)."""
+class WorkerSettings(KafkaSecuritySettings):
+    """Settings of the serving worker and its tools (environment prefix ``RNNREC_``).
+
+    The Kafka security fields (``RNNREC_KAFKA_SECURITY_PROTOCOL``, SASL, TLS) come from
+    `KafkaSecuritySettings`, the one definition every Kafka client shares.
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="RNNREC_", extra="ignore", frozen=True, populate_by_name=True
@@ -123,6 +129,12 @@ class WorkerSettings(BaseSettings):
         description="A user idle longer than this starts from scratch (0: never).",
     )
     history_length: int = Field(50, ge=1, le=10_000, description="Last item ids kept per user (L).")
+    explain_window: int = Field(
+        5,
+        ge=0,
+        le=50,
+        description="Recent session items each recommendation is explained by (0: off).",
+    )
     carry_dtype: CarryDtype = Field(CarryDtype.FLOAT32, description="Stored carry precision.")
 
     # --- Input bounds ----------------------------------------------------------------
@@ -255,4 +267,6 @@ def load_settings(**overrides: object) -> WorkerSettings:
         if variable != "settings" and not variable.endswith("BOOTSTRAP_SERVERS"):
             variable = "RNNREC_" + variable
         message = str(first["msg"]).removeprefix("Value error, ")
+        if variable == "settings" and message.startswith("RNNREC_"):
+            raise SettingsError(message) from None  # it names its variables already
         raise SettingsError(f"{variable}: {message}") from None

@@ -9,8 +9,9 @@ same ids and the worker recognises redeliveries. Original ``ts`` values are kept
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -92,6 +93,7 @@ def replay(
     speedup: float | None = None,
     limit: int | None = None,
     progress: bool = True,
+    security: Mapping[str, Any] | None = None,
 ) -> int:
     """Produce the events to ``topic`` and wait for every acknowledgement.
 
@@ -103,6 +105,7 @@ def replay(
         speedup: replay event-time gaps this many times faster (exclusive with rate).
         limit: stop after this many events.
         progress: show a tqdm progress bar.
+        security: kafka-python security options (`kafka_python_kwargs`; None: PLAINTEXT).
 
     Returns:
         The number of records acknowledged.
@@ -113,7 +116,9 @@ def replay(
     if rate is not None and speedup is not None:
         raise ValueError("give --rate or --speedup, not both")
     total = events.n_events if limit is None else min(limit, events.n_events)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, **dict(security or {})
+    )
     started = time.monotonic()
     first_ts: float | None = None
     sent = 0

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import orjson
 from kafka import KafkaConsumer, TopicPartition
@@ -35,6 +36,7 @@ def tail_topic(
     from_beginning: bool = False,
     count: int | None = None,
     idle_timeout_s: float | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> int:
     """Print a topic's records (no consumer group: nothing is committed).
 
@@ -45,11 +47,17 @@ def tail_topic(
         from_beginning: start at the earliest offsets instead of the end.
         count: stop after this many records.
         idle_timeout_s: stop after this long without a record (None: never).
+        security: kafka-python security options (`kafka_python_kwargs`; None: PLAINTEXT).
 
     Returns:
         The number of records printed.
     """
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        **dict(security or {}),
+    )
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:

@@ -10,8 +10,10 @@ quality; tests of model behaviour use ``rnnrec_jax.serving``.
 from __future__ import annotations
 
 import os
+import time
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -54,8 +56,12 @@ class RecentItemsScorer:
         item_ids: Sequence[str],
         excluded: Sequence[Sequence[str]] | None,
         k: int,
+        *,
+        times: Sequence[float] | None = None,
+        histories: Sequence[Sequence[str]] | None = None,
     ) -> StepResult:
-        """Shift each row's window by its item and read the window back."""
+        """Shift each row's window by its item and read the window back (times and
+        histories are ignored)."""
         new = carries.copy()
         new[:, 0] += 1.0
         new[:, 2:] = carries[:, 1:-1]
@@ -82,3 +88,35 @@ def recent_items_scorer(settings: WorkerSettings) -> RecentItemsScorer:
     The version comes from ``RNNREC_TEST_SCORER_VERSION`` (default ``test-1``).
     """
     return RecentItemsScorer(os.environ.get("RNNREC_TEST_SCORER_VERSION", "test-1"))
+
+
+class SlowRecentItemsScorer(RecentItemsScorer):
+    """`RecentItemsScorer` whose step takes ``delay_s`` (a batch is "in hand" for a while)."""
+
+    def __init__(self, version: str = "test-1", delay_s: float = 0.2) -> None:
+        """A scorer reporting ``version`` that sleeps ``delay_s`` in every step."""
+        super().__init__(version)
+        self._delay_s = delay_s
+
+    def step(
+        self,
+        carries: np.ndarray,
+        item_ids: Sequence[str],
+        excluded: Sequence[Sequence[str]] | None,
+        k: int,
+        **kwargs: Any,
+    ) -> StepResult:
+        """Sleep (the step runs in the worker's executor thread), then step."""
+        time.sleep(self._delay_s)
+        return super().step(carries, item_ids, excluded, k, **kwargs)
+
+
+def slow_recent_items_scorer(settings: WorkerSettings) -> SlowRecentItemsScorer:
+    """Factory for ``tests.worker_scorers:slow_recent_items_scorer``.
+
+    The delay comes from ``RNNREC_TEST_SCORER_DELAY_S`` (default 0.2 s).
+    """
+    return SlowRecentItemsScorer(
+        os.environ.get("RNNREC_TEST_SCORER_VERSION", "test-1"),
+        float(os.environ.get("RNNREC_TEST_SCORER_DELAY_S", "0.2")),
+    )

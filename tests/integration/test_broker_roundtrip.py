@@ -74,6 +74,27 @@ def _wait_for_outputs(bootstrap: str, topic: str, n: int, proc, log: Path) -> li
     return [orjson.loads(r.value) for r in records]
 
 
+def _wait_for_committed(bootstrap: str, group: str, topic: str, total: int) -> None:
+    from kafka import KafkaConsumer, TopicPartition
+
+    # A consumer that never subscribes only reads the group's committed offsets.
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        parts = [
+            TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])
+        ]
+        deadline = time.monotonic() + 30
+        committed = 0
+        while time.monotonic() < deadline:
+            committed = sum(consumer.committed(tp) or 0 for tp in parts)
+            if committed >= total:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"only {committed} of {total} offsets committed")
+    finally:
+        consumer.close()
+
+
 def test_faust_worker_counts_and_recovers_table_from_changelog(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
@@ -93,6 +114,9 @@ def test_faust_worker_counts_and_recovers_table_from_changelog(
     with running_process(args, env, log) as proc:
         produce(kafka_bootstrap, f"{prefix}-in", first)
         outs = _wait_for_outputs(kafka_bootstrap, f"{prefix}-out", 9, proc, log)
+        # This test is about the changelog, not about stopping mid-commit: let the
+        # commit timer record all 9 offsets before the worker is stopped.
+        _wait_for_committed(kafka_bootstrap, f"{prefix}-app", f"{prefix}-in", 9)
     assert proc.returncode == 0, tail(log)
     assert sorted((o["key"], o["count"]) for o in outs) == sorted(
         (f"u{k}", c) for k in range(3) for c in (1, 2, 3)

@@ -164,9 +164,9 @@ def test_rounds_are_batched_across_users_and_sequential_per_user() -> None:
     class CountingScorer(RecentItemsScorer):
         widths: list[int] = []  # noqa: RUF012 - test instrumentation
 
-        def step(self, carries, item_ids, excluded, k):  # type: ignore[no-untyped-def]
+        def step(self, carries, item_ids, excluded, k, **model_inputs):  # type: ignore[no-untyped-def]
             self.widths.append(len(item_ids))
-            return super().step(carries, item_ids, excluded, k)
+            return super().step(carries, item_ids, excluded, k, **model_inputs)
 
     scorer = CountingScorer()
     users = [

@@ -1,0 +1,95 @@
+"""No-op baseline of the serving benchmark: the worker's Faust app without state or model.
+
+Same Faust app settings as `stream_app.worker.create_app` (broker, commit interval,
+acks, ``stream_wait_empty``, web views), same consumer settings and
+``noack_take(max_batch, within=max_wait_s)`` batching, orjson decode of each event,
+one output message of about the size of a recommendation per input event (to the
+recommendations topic), every send's acknowledgement awaited, then the batch acked.
+No table, no model. Configured by the same ``RNNREC_*`` variables as the worker:
+
+    RNNREC_TOPIC_PREFIX=... RNNREC_APP_ID=... .venv/bin/python bench/noop_app.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import faust
+import orjson
+
+from stream_app.settings import load_settings
+
+
+def create_noop_app() -> faust.App:
+    """The no-op app (settings from the environment)."""
+    settings = load_settings()
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker_url,
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        broker_commit_interval=settings.commit_interval_s,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=settings.web_enabled,
+        web_port=settings.web_port,
+        web_bind=settings.web_bind,
+        web_host=settings.web_host,
+        stream_wait_empty=True,
+    )
+
+    def raw_topic(role: str) -> faust.TopicT:
+        return app.topic(
+            settings.topic(role),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+        )
+
+    clickstream = raw_topic("clickstream")
+    output = raw_topic("recommendations")
+    k = settings.top_k
+
+    @app.agent(clickstream, name="noop-clickstream")
+    async def noop(stream: faust.StreamT) -> None:
+        async for events in stream.noack_take(settings.max_batch, within=settings.max_wait_s):
+            futures = []
+            for event in events:
+                message = event.message
+                doc = orjson.loads(message.value)
+                item = str(doc.get("item_id", ""))
+                value = orjson.dumps(
+                    {
+                        "schema_version": 1,
+                        "event_id": doc.get("event_id"),
+                        "user_id": doc.get("user_id"),
+                        "session_id": doc.get("session_id"),
+                        "items": [item] * k,
+                        "scores": [0.123456] * k,
+                        "model_version": "noop",
+                        "event_ts": doc.get("ts"),
+                        "produced_ts": 0.0,
+                        "explanation": None,
+                        "state_recomputed": False,
+                    }
+                )
+                futures.append(await output.send(key=message.key, value=value))
+            await asyncio.gather(*futures)
+            for event in events:
+                await stream.ack(event)
+
+    return app
+
+
+if __name__ == "__main__":
+    from faust.worker import Worker
+
+    Worker(create_noop_app(), loglevel="warn", quiet=True).execute_from_commandline()
