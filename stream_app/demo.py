@@ -183,9 +183,12 @@ def run_demo(
 
     run_dir.mkdir(parents=True, exist_ok=True)
     broker = None
+    broker_was_running = False
     bootstrap = external_bootstrap()
     if bootstrap is None:
         broker = LocalBroker()
+        if broker.pid() is not None:
+            broker_was_running = True  # someone else's broker: leave it running
         click.echo("starting the local Kafka broker ...")
         bootstrap = broker.up()
     click.echo(f"Kafka at {bootstrap}")
@@ -257,6 +260,6 @@ def run_demo(
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker.kill()
-        if broker is not None and not keep_broker:
+        if broker is not None and not keep_broker and not broker_was_running:
             broker.down()
             click.echo("local broker stopped")

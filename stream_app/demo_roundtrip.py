@@ -23,9 +23,12 @@ def run_roundtrip_demo(n_events: int = 20, keep_broker: bool = False) -> list[di
         The decoded output messages, in topic order.
     """
     broker = None
+    broker_was_running = False
     bootstrap = external_bootstrap()
     if bootstrap is None:
         broker = LocalBroker()
+        if broker.pid() is not None:
+            broker_was_running = True  # someone else's broker: leave it running
         click.echo("starting the local Kafka broker ...")
         bootstrap = broker.up()
     click.echo(f"Kafka at {bootstrap}")
@@ -66,6 +69,6 @@ def run_roundtrip_demo(n_events: int = 20, keep_broker: bool = False) -> list[di
             worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker.kill()
-        if broker is not None and not keep_broker:
+        if broker is not None and not keep_broker and not broker_was_running:
             broker.down()
             click.echo("local broker stopped")
