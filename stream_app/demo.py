@@ -26,7 +26,7 @@ import numpy as np
 import orjson
 
 from stream_app.kafka_io import create_topics
-from stream_app.kafka_local import LocalBroker, external_bootstrap
+from stream_app.kafka_local import demo_bootstrap
 
 LOG_APPEND = {"message.timestamp.type": "LogAppendTime"}
 
@@ -178,20 +178,18 @@ def run_demo(
     seconds: float = 20.0, keep_broker: bool = False,
 ) -> LiveStats:  # fmt: skip
     """Run the full demo; returns what the output consumer saw."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with demo_bootstrap(keep_broker, click.echo) as bootstrap:
+        return _serve_demo(run_dir, bootstrap, sessions, items, rate, seconds)
+
+
+def _serve_demo(
+    run_dir: Path, bootstrap: str, sessions: int, items: int, rate: float, seconds: float
+) -> LiveStats:
+    """The demo against a running broker: train, serve, replay, report."""
     from rnnrec_jax.data.synthetic import generate_event_log
     from stream_app.tools_replay import replay
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    broker = None
-    broker_was_running = False
-    bootstrap = external_bootstrap()
-    if bootstrap is None:
-        broker = LocalBroker()
-        if broker.pid() is not None:
-            broker_was_running = True  # someone else's broker: leave it running
-        click.echo("starting the local Kafka broker ...")
-        bootstrap = broker.up()
-    click.echo(f"Kafka at {bootstrap}")
     worker = None
     stop = threading.Event()
     stats = LiveStats()
@@ -260,6 +258,3 @@ def run_demo(
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker.kill()
-        if broker is not None and not keep_broker and not broker_was_running:
-            broker.down()
-            click.echo("local broker stopped")

@@ -13,7 +13,7 @@ import click
 import orjson
 
 from stream_app.kafka_io import create_topics, drain, produce
-from stream_app.kafka_local import LocalBroker, external_bootstrap
+from stream_app.kafka_local import demo_bootstrap
 
 
 def run_roundtrip_demo(n_events: int = 20, keep_broker: bool = False) -> list[dict]:
@@ -22,16 +22,11 @@ def run_roundtrip_demo(n_events: int = 20, keep_broker: bool = False) -> list[di
     Returns:
         The decoded output messages, in topic order.
     """
-    broker = None
-    broker_was_running = False
-    bootstrap = external_bootstrap()
-    if bootstrap is None:
-        broker = LocalBroker()
-        if broker.pid() is not None:
-            broker_was_running = True  # someone else's broker: leave it running
-        click.echo("starting the local Kafka broker ...")
-        bootstrap = broker.up()
-    click.echo(f"Kafka at {bootstrap}")
+    with demo_bootstrap(keep_broker, click.echo) as bootstrap:
+        return _round_trip(bootstrap, n_events)
+
+
+def _round_trip(bootstrap: str, n_events: int) -> list[dict]:
     prefix = f"demo-{uuid.uuid4().hex[:8]}"
     create_topics(bootstrap, [f"{prefix}-in", f"{prefix}-out"])
     env = dict(os.environ, RNNREC_ROUNDTRIP_PREFIX=prefix)
@@ -69,6 +64,3 @@ def run_roundtrip_demo(n_events: int = 20, keep_broker: bool = False) -> list[di
             worker.wait(timeout=30)
         except subprocess.TimeoutExpired:
             worker.kill()
-        if broker is not None and not keep_broker and not broker_was_running:
-            broker.down()
-            click.echo("local broker stopped")

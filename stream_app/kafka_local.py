@@ -18,9 +18,11 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 KAFKA_VERSION = "4.1.1"
 DEFAULT_PORT = 19092
@@ -68,17 +70,24 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def broker_answers(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    """True when the broker answers a metadata request (not merely an open port)."""
+def broker_answers(bootstrap: str, timeout_s: float = 5.0, **client_kwargs: Any) -> bool:
+    """True when the broker answers a metadata request (not merely an open port).
+
+    Args:
+        bootstrap: bootstrap servers.
+        timeout_s: request timeout.
+        client_kwargs: extra kafka-python admin options (security, client id).
+    """
     from kafka import KafkaAdminClient  # local import: keeps `rnnrec --help` fast
     from kafka.errors import KafkaError
 
+    options: dict[str, Any] = {
+        "request_timeout_ms": int(timeout_s * 1000),
+        "client_id": "rnnrec-probe",
+        **client_kwargs,
+    }
     try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
-            request_timeout_ms=int(timeout_s * 1000),
-            client_id="rnnrec-probe",
-        )
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, **options)
     except (KafkaError, OSError, ValueError):
         return False
     try:
@@ -356,3 +365,32 @@ def _reap(pid: int) -> None:
     # linger as a zombie that still looks alive.
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
+
+
+@contextlib.contextmanager
+def demo_bootstrap(keep_broker: bool = False, echo: Callable[[str], None] = print) -> Iterator[str]:
+    """The external cluster if one is configured, else the local broker, for a block.
+
+    A local broker started here is stopped on exit unless ``keep_broker``; one that
+    was already running (someone else's) is always left running.
+
+    Yields:
+        The bootstrap address.
+    """
+    external = external_bootstrap()
+    if external is not None:
+        echo(f"Kafka at {external}")
+        yield external
+        return
+    broker = LocalBroker()
+    started_here = broker.pid() is None
+    if started_here:
+        echo("starting the local Kafka broker ...")
+    bootstrap = broker.up()
+    echo(f"Kafka at {bootstrap}")
+    try:
+        yield bootstrap
+    finally:
+        if started_here and not keep_broker:
+            broker.down()
+            echo("local broker stopped")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stream_app.kafka_local import LocalBroker, random_cluster_id
+from stream_app.kafka_local import LocalBroker, broker_answers, random_cluster_id
 from tests.worker_harness import free_port
 
 KEYSTORE_PASSWORD = "test-only-keystore"  # a throwaway keystore in tmp_path
@@ -125,26 +125,13 @@ def ssl_client_kwargs(cafile: Path) -> dict[str, Any]:
 
 def ssl_answers(bootstrap: str, cafile: Path, timeout_s: float = 5.0) -> bool:
     """True when the broker answers a metadata request over TLS verified with ``cafile``."""
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
-    try:
-        admin = KafkaAdminClient(
-            bootstrap_servers=bootstrap,
-            client_id="rnnrec-tls-probe",
-            request_timeout_ms=int(timeout_s * 1000),
-            bootstrap_timeout_ms=int(timeout_s * 1000),
-            **ssl_client_kwargs(cafile),
-        )
-    except (KafkaError, OSError, ValueError):
-        return False
-    try:
-        admin.list_topics()
-        return True
-    except (KafkaError, OSError):
-        return False
-    finally:
-        admin.close()
+    return broker_answers(
+        bootstrap,
+        timeout_s,
+        client_id="rnnrec-tls-probe",
+        bootstrap_timeout_ms=int(timeout_s * 1000),
+        **ssl_client_kwargs(cafile),
+    )
 
 
 @dataclass
