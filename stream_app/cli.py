@@ -13,6 +13,8 @@ import click
 from rnnrec_jax.cli import evaluate, split, train
 from stream_app.cli_demo import demo
 from stream_app.cli_kafka import kafka
+from stream_app.cli_model import model
+from stream_app.cli_trainer import trainer
 from stream_app.cli_worker import replay, tail, user, worker
 
 
@@ -31,6 +33,8 @@ cli.add_command(worker)
 cli.add_command(replay)
 cli.add_command(tail)
 cli.add_command(user)
+cli.add_command(model)
+cli.add_command(trainer)
 
 
 class OperatorError(click.ClickException):

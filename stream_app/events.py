@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
 import math
+import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -24,6 +26,12 @@ EVENT_TYPES: frozenset[str] = frozenset(("view", "click", "add_to_cart", "purcha
 """Allowed values of ``type``; ``click`` when absent."""
 DEFAULT_EVENT_TYPE = "click"
 _REQUIRED_IDS = ("event_id", "user_id", "item_id")
+_READ_FIELDS = (*_REQUIRED_IDS, "ts", "session_id", "type")
+"""The fields the worker reads: a repeated one makes the event ambiguous."""
+_QUOTED_FIELDS = tuple(f'"{name}"'.encode() for name in _READ_FIELDS)
+# C0 controls, DEL and C1 controls: never part of a real id, and they corrupt logs,
+# terminals and Kafka tooling that print keys.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class ErrorKind(enum.StrEnum):
@@ -42,6 +50,8 @@ class ErrorKind(enum.StrEnum):
     UNKNOWN_TYPE = "unknown_type"
     KEY_MISMATCH = "key_mismatch"
     EVENT_ID_CONFLICT = "event_id_conflict"
+    DUPLICATE_FIELD = "duplicate_field"
+    CONTROL_CHARACTER = "control_character"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +121,37 @@ def _check_id(document: dict[str, Any], field: str, limits: InputLimits) -> Reje
         return Rejection(
             ErrorKind.ID_TOO_LONG, f"{field} has {len(value)} > {limits.max_id_length} characters"
         )
+    if _CONTROL_CHARACTERS.search(value) is not None:
+        return Rejection(ErrorKind.CONTROL_CHARACTER, f"{field} contains a control character")
+    return None
+
+
+def _repeated_field(value: bytes) -> str | None:
+    """The first field the worker reads that the top-level object repeats, or None.
+
+    orjson keeps the last of repeated names silently, while other readers keep the
+    first: the same bytes would be two different events. The exact check (a second,
+    slower parse) only runs when a read field's quoted name occurs twice in the
+    bytes or names may be written with escapes, so ordinary events never pay it.
+    """
+    if b"\\u" not in value and all(value.count(name) < 2 for name in _QUOTED_FIELDS):
+        return None
+    objects: list[list[tuple[str, Any]]] = []
+
+    def keep_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        objects.append(pairs)
+        return dict(pairs)
+
+    try:
+        # Nested objects are built first: the top-level object's pairs come last.
+        json.loads(value, object_pairs_hook=keep_pairs)
+    except (RecursionError, ValueError):
+        # Nested deeper than the stdlib parser goes: uniqueness cannot be shown.
+        return "a field"
+    names = [name for name, _ in objects[-1]] if objects else []
+    for name in _READ_FIELDS:
+        if names.count(name) > 1:
+            return name
     return None
 
 
@@ -145,6 +186,9 @@ def decode_click_event(
         return Rejection(ErrorKind.INVALID_JSON, str(exc)[:200])
     if type(document) is not dict:
         return Rejection(ErrorKind.NOT_AN_OBJECT, f"value is a JSON {type(document).__name__}")
+    repeated = _repeated_field(value)
+    if repeated is not None:
+        return Rejection(ErrorKind.DUPLICATE_FIELD, f"{repeated} appears more than once")
     for field in (*_REQUIRED_IDS, "ts"):
         if field not in document:
             return Rejection(ErrorKind.MISSING_FIELD, f"{field} is missing")

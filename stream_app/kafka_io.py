@@ -32,6 +32,7 @@ def create_topics(
     partitions: int = 1,
     configs: dict[str, str] | None = None,
     security: Mapping[str, Any] | None = None,
+    replication_factor: int = 1,
 ) -> None:
     """Create topics (existing ones are left as they are).
 
@@ -44,7 +45,10 @@ def create_topics(
     try:
         new = [
             NewTopic(
-                name, num_partitions=partitions, replication_factor=1, topic_configs=configs or {}
+                name,
+                num_partitions=partitions,
+                replication_factor=replication_factor,
+                topic_configs=configs or {},
             )
             for name in names
         ]

@@ -37,6 +37,21 @@ class WorkerMetrics:
         self.outputs = Counter(
             "rnnrec_outputs", "Messages produced, by topic role.", ["role"], registry=r
         )
+        self.refetches = Counter(
+            "rnnrec_refetches",
+            "Partitions seeked back because a record was not delivered (Faust fetch race).",
+            registry=r,
+        )
+        self.duplicate_deliveries = Counter(
+            "rnnrec_duplicate_deliveries",
+            "Records delivered again to this process after it applied them; dropped.",
+            registry=r,
+        )
+        self.offset_gaps = Counter(
+            "rnnrec_offset_gaps",
+            "Offsets accepted as absent after refetching (transaction markers, compaction).",
+            registry=r,
+        )
         self.dead_letters = Counter(
             "rnnrec_dead_letters", "Records sent to the DLQ, by reason.", ["reason"], registry=r
         )
@@ -61,12 +76,38 @@ class WorkerMetrics:
         self.state_recomputed = Counter(
             "rnnrec_state_recomputed", "Carries rebuilt under a new model version.", registry=r
         )
+        self.oov_events = Counter(
+            "rnnrec_oov_events",
+            "Events on an item the served model does not know (answered, never rejected).",
+            registry=r,
+        )
         self.corrupt_state = Counter(
             "rnnrec_corrupt_state", "Unreadable state records (user restarted).", registry=r
         )
         self.model_version = Gauge(
             "rnnrec_model_version_info",
             "The served model version (value 1).",
+            ["version"],
+            registry=r,
+        )
+        self.events_served = Counter(
+            "rnnrec_events_served",
+            "Events answered, by the model version that answered them.",
+            ["model_version"],
+            registry=r,
+        )
+        self.model_swaps = Counter(
+            "rnnrec_model_swaps", "Model versions swapped in between batches.", registry=r
+        )
+        self.model_rejections = Counter(
+            "rnnrec_model_rejections",
+            "Model versions refused (the old model kept serving), by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.model_staged = Gauge(
+            "rnnrec_model_staged_info",
+            "A validated, warmed-up version waiting for the next batch (value 1).",
             ["version"],
             registry=r,
         )

@@ -203,22 +203,41 @@ def load_scorer(settings: WorkerSettings) -> Scorer:
         )
         scorer = factory(settings)
     elif settings.model_source:
-        from rnnrec_jax import serving  # imported late: JAX is heavy
+        from rnnrec_jax.model_io import load_trained_model  # imported late: JAX is heavy
 
-        model = serving.load_serving_model(
-            settings.model_source,
-            buckets=settings.bucket_sizes,
-            k=settings.top_k,
-            explain_window=max(1, settings.explain_window),
-            exclude_width=settings.history_length + 1,
-        )
-        scorer = ServingModelScorer(model, settings.bucket_sizes)
-        # Compile every bucket before the worker reports ready (only the variant used).
-        model.warm_up(explain=settings.explain_window > 0)
+        scorer = scorer_from_trained(load_trained_model(settings.model_source), settings)
     else:
         raise ValueError("set RNNREC_MODEL_SOURCE (a checkpoint) or RNNREC_SCORER_FACTORY")
     if not isinstance(scorer, Scorer):
         raise ValueError(f"{settings.scorer_factory or settings.model_source} is not a Scorer")
+    return scorer
+
+
+def scorer_from_trained(model: Any, settings: WorkerSettings) -> ServingModelScorer:
+    """A warmed-up scorer for a loaded model (a checkpoint or a model-updates version).
+
+    Compiles every bucket before returning, so swapping it in costs nothing on the
+    hot path; call it off the event loop.
+
+    Args:
+        model: a ``rnnrec_jax.model_io.TrainedModel``.
+        settings: buckets, K, explanation window, exclusion width.
+
+    Returns:
+        The scorer.
+    """
+    from rnnrec_jax.serving import ServingModel  # imported late: JAX is heavy
+
+    serving_model = ServingModel.from_trained(
+        model,
+        buckets=settings.bucket_sizes,
+        k=settings.top_k,
+        explain_window=max(1, settings.explain_window),
+        exclude_width=settings.history_length + 1,
+    )
+    scorer = ServingModelScorer(serving_model, settings.bucket_sizes)
+    # Compile every bucket (only the variant used) before it serves anything.
+    serving_model.warm_up(explain=settings.explain_window > 0)
     return scorer
 
 
@@ -249,6 +268,7 @@ class ServingModelScorer:
             [np.asarray(leaf, np.float32).reshape(-1) for leaf in leaves]
         )
         self._unavailable = np.zeros(model.vocab.capacity, dtype=bool)
+        self._unavailable_ids: tuple[str, ...] = ()
         self._ids: tuple[int, np.ndarray] | None = None
 
     @property
@@ -269,10 +289,17 @@ class ServingModelScorer:
 
     def set_unavailable(self, item_ids: Sequence[str]) -> None:
         """Mark items never to recommend (from ``item-updates``)."""
+        self._unavailable_ids = tuple(str(i) for i in item_ids)
         mask = np.zeros_like(self._unavailable)
-        indices = np.asarray(self._model.vocab.encode(list(item_ids)), dtype=np.int64)
+        encoded = self._model.vocab.encode(list(self._unavailable_ids))
+        indices = np.asarray(encoded, dtype=np.int64)
         mask[indices[indices > 0]] = True
         self._unavailable = mask
+
+    @property
+    def unavailable_items(self) -> tuple[str, ...]:
+        """The ids last passed to `set_unavailable` (carried over to a swapped-in model)."""
+        return self._unavailable_ids
 
     def _unflatten(self, carries: np.ndarray) -> Any:
         import jax

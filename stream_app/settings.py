@@ -86,6 +86,11 @@ class WorkerSettings(KafkaSecuritySettings):
         6, ge=1, le=10_000, description="Partitions of clickstream and of the state table."
     )
     replication_factor: int = Field(1, ge=1, le=16, description="For topics the app creates.")
+    create_topics: bool = Field(
+        True,
+        description="Create missing input/output topics at start; false where a topics Job "
+        "owns them and the worker may only describe them.",
+    )
     commit_interval_s: float = Field(
         2.8, gt=0, le=300, description="How often acknowledged input offsets are committed."
     )
@@ -110,6 +115,35 @@ class WorkerSettings(KafkaSecuritySettings):
         None,
         description="'module:callable' returning a Scorer; overrides model_source "
         "(tests and plug-ins).",
+    )
+
+    # --- Model distribution (model-updates topic) ------------------------------------
+    model_name: str = Field(
+        "rnnrec", description="Model name: the '<model>/' key prefix on model-updates."
+    )
+    model_verify_key: Path | None = Field(
+        None,
+        # The _FILE spelling is what deploy/overlays/prod mounts.
+        validation_alias=AliasChoices("RNNREC_MODEL_VERIFY_KEY", "RNNREC_MODEL_VERIFY_KEY_FILE"),
+        description="Ed25519 public key (PEM): when set, unsigned or wrongly signed "
+        "model versions are refused.",
+    )
+    model_signing_key: Path | None = Field(
+        None,
+        validation_alias=AliasChoices("RNNREC_MODEL_SIGNING_KEY", "RNNREC_MODEL_SIGNING_KEY_FILE"),
+        description="Ed25519 private key (PEM) that publishers sign manifests with.",
+    )
+    model_keep_versions: int = Field(
+        5, ge=1, le=1000, description="Versions kept on model-updates; older are tombstoned."
+    )
+    model_chunk_bytes: int = Field(
+        512 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Largest model chunk record (below the topic's max.message.bytes).",
+    )
+    model_follow: bool = Field(
+        True, description="Follow model-updates and hot-swap new serving versions."
     )
 
     # --- Per-user state --------------------------------------------------------------
@@ -153,6 +187,13 @@ class WorkerSettings(KafkaSecuritySettings):
     )
 
     # --- Web -------------------------------------------------------------------------
+    shutdown_drain_s: float = Field(
+        20.0,
+        ge=0.0,
+        le=3600.0,
+        description="On SIGTERM, how long to finish already-fetched events before stopping "
+        "(keep it below the pod's termination grace period).",
+    )
     web_enabled: bool = Field(True, description="Serve /health, /ready, /metrics, /users.")
     web_host: str = Field("127.0.0.1", description="Host name other workers route to.")
     web_bind: str = Field("0.0.0.0", description="Address the web server binds.")
@@ -193,6 +234,7 @@ class WorkerSettings(KafkaSecuritySettings):
         "topic_dlq",
         "topic_model_updates",
         "topic_item_updates",
+        "model_name",
     )
     @classmethod
     def _kafka_name(cls, value: str) -> str:

@@ -28,7 +28,8 @@ def readiness(app: faust.App, model_loaded: bool) -> dict[str, bool]:
         model_loaded: whether a scorer is loaded.
 
     Returns:
-        ``{"partitions_assigned", "recovery_complete", "model_loaded", "ready"}``.
+        ``{"partitions_assigned", "recovery_complete", "model_loaded", "not_stopping",
+        "ready"}``.
     """
     try:
         assigned = bool(app.consumer.assignment())
@@ -44,6 +45,8 @@ def readiness(app: faust.App, model_loaded: bool) -> dict[str, bool]:
         "partitions_assigned": assigned,
         "recovery_complete": bool(recovered),
         "model_loaded": model_loaded,
+        # False while a SIGTERM drain finishes the events in hand: take no new traffic.
+        "not_stopping": not getattr(getattr(app, "server", None), "draining", False),
     }
     checks["ready"] = all(checks.values())
     return checks

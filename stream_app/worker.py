@@ -33,14 +33,15 @@ stepped again; the last one's stored result is re-sent, and earlier ones need no
 re-send because (1) finished before (2) began. A crash between (1) and (2) re-sends
 outputs (duplicates by ``event_id``) and steps from the old state, as intended.
 
-A graceful stop (SIGTERM from Kubernetes, handled by Faust's ``Worker``) is meant to
-repeat nothing: ``App.on_stop`` pauses fetching and, because ``stream_wait_empty=True``,
-waits in ``Consumer.wait_empty`` until every event handed to the agent is acked, then
-commits (flushing the producer, changelog included, first). This is NOT yet a
-guarantee: ``tests/integration/test_sigterm.py`` still sees duplicated outputs (and
-once missing ones) after a mid-stream SIGTERM in some runs, so it is skipped as a known
-bug until fixed. Until then treat a SIGTERM like a crash: at-least-once, duplicates
-deduplicated downstream by ``event_id``.
+A graceful stop (SIGTERM from Kubernetes, handled by Faust's ``Worker``) repeats
+nothing. `ServingApp.on_stop` first pauses fetching and lets the agent finish every
+event already fetched, batch in hand included, through steps (1) to (3)
+(`ClickstreamServer.drain`, bounded by ``shutdown_drain_s``); only then does Faust's
+own stop run, which finds nothing left in flight, flushes the producer (changelog
+included) and commits. Faust's stop alone is not enough: it suspends flow control
+first, and a suspended stream skips *and acks* the events still queued, so the next
+commit would cover events that never got outputs. ``tests/integration/test_sigterm.py``
+checks that every event has exactly one output across a mid-stream SIGTERM and restart.
 
 Input must be keyed by user_id (the stored offset is then the clickstream offset).
 A record whose key is not its user_id goes to the DLQ (``key_mismatch``) rather than
@@ -50,12 +51,13 @@ being repartitioned, so per-user order is the producer's partition order.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 import numpy as np
@@ -66,7 +68,7 @@ from prometheus_client import Gauge
 from stream_app.dlq import DeadLetter, dead_letter
 from stream_app.events import ClickEvent, ErrorKind, InputLimits, Rejection, decode_click_event
 from stream_app.metrics import WorkerMetrics
-from stream_app.scoring import Scorer, StepOutput, UserSteps, load_scorer, score_in_rounds
+from stream_app.scoring import Scorer, StepOutput, UserSteps, score_in_rounds
 from stream_app.settings import WorkerSettings
 from stream_app.state import (
     LastResult,
@@ -79,6 +81,11 @@ from stream_app.state import (
     record_step,
     session_history,
 )
+
+if TYPE_CHECKING:
+    from stream_app.model_follower import ModelFollower
+
+_log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 COMMAND_HEADER = "rnnrec.command"
@@ -93,6 +100,21 @@ class _PendingEvent:
     step_index: int
     session_id: str
     recomputed: bool
+
+
+_REFETCH_TRIES = 5
+_REFETCH_WAIT_S = 1.0
+
+
+@dataclass(slots=True)
+class _Refetch:
+    """A partition seeked back to a missing offset, waiting for it to arrive."""
+
+    partition: Any  # Faust's TP
+    offset: int
+    since: float
+    tries: int = 1
+    gave_up: bool = False
 
 
 @dataclass(slots=True)
@@ -131,6 +153,64 @@ class ClickstreamServer:
         # One thread: the step is not re-entrant, and JAX releases the GIL anyway.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnrec-step")
         metrics.set_model_version(scorer.version)
+        # Set by create_app when following model-updates; see `_swap_model`.
+        self.follower: ModelFollower | None = None
+        # Highest offset acked per (topic, partition): what `drain` compares with
+        # the offsets the consumer has handed to the stream.
+        self.acked_upto: dict[tuple[str, int], int] = {}
+        self.clickstream_topic = settings.topic("clickstream")
+        self.draining = False
+        # The app's consumer, looked up late (Faust creates it on first use); None in
+        # tests that drive process_batch without a Faust worker.
+        self.consumer_of: Callable[[], Any] | None = None
+        # Next offset expected per (topic, partition), and holes we seeked back over.
+        self.next_offset: dict[tuple[str, int], int] = {}
+        self.refetching: dict[tuple[str, int], _Refetch] = {}
+
+    async def drain(self, consumer: Any, timeout_s: float) -> bool:
+        """Stop fetching and wait until every event already fetched is processed and acked.
+
+        Faust's own stop (``App._stop_consumer``) suspends flow control first, and a
+        suspended stream *skips and acks* the events still queued in its channel
+        (faust-streaming 0.15.3, ``Stream.__aiter__``): once the batch in hand is
+        acked, the commit then covers those skipped events and they are lost. So
+        before Faust's stop we pause the partitions (no new records) and let the
+        agent work through what was already fetched: outputs, state and acks as for
+        any batch. Faust's stop that follows finds nothing left to skip and commits.
+
+        Args:
+            consumer: the app's Faust consumer.
+            timeout_s: give up waiting after this long (the caller's grace period).
+
+        Returns:
+            True when drained, False on timeout (the rest is redelivered after restart).
+        """
+        self.draining = True
+        try:
+            assignment = consumer.assignment()
+        except Exception:  # not started: nothing was fetched
+            return True
+        consumer.pause_partitions(assignment)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        settled = 0
+        while loop.time() < deadline:
+            # ``_read_offset``: the last offset the fetcher handed to the streams.
+            read = {(tp.topic, tp.partition): consumer._read_offset.get(tp) for tp in assignment}
+            if all(
+                offset is None or self.acked_upto.get(tp, -1) >= offset
+                for tp, offset in read.items()
+                if tp[0] == self.clickstream_topic
+            ):
+                # A fetch already in progress may still hand over a few records:
+                # only trust the condition once it has held for a while.
+                settled += 1
+                if settled >= 3:
+                    return True
+            else:
+                settled = 0
+            await asyncio.sleep(0.1)
+        return False
 
     def load_state(self, user_id: str) -> UserState:
         """The stored state of a user, or a fresh one."""
@@ -145,6 +225,10 @@ class ClickstreamServer:
 
     async def process_batch(self, stream: faust.StreamT, events: Sequence[Any]) -> None:
         """Handle one micro-batch of Faust events; see the module docstring for order."""
+        self._swap_model()
+        events = await self._contiguous(events)
+        if not events:
+            return
         now = time.time()
         self.metrics.events_in.inc(len(events))
         self.metrics.batch_size.observe(len(events))
@@ -185,6 +269,9 @@ class ClickstreamServer:
             if not plan.pending:
                 continue
             self.metrics.events_applied.inc(len(plan.pending))
+            self.metrics.events_served.labels(model_version=self.scorer.version).inc(
+                len(plan.pending)
+            )
             for pending in plan.pending:
                 output = user_outputs[pending.step_index]
                 assert output is not None
@@ -206,6 +293,101 @@ class ClickstreamServer:
         # (3) Ack: the commit timer may now commit these offsets.
         for event in events:
             await stream.ack(event)
+            message = event.message
+            tp = (message.topic, message.partition)
+            if message.offset > self.acked_upto.get(tp, -1):
+                self.acked_upto[tp] = message.offset
+
+    def forget_offsets(self) -> None:
+        """Forget expected offsets (a rebalance: Faust seeks to the committed offsets)."""
+        self.next_offset.clear()
+        self.refetching.clear()
+
+    async def _contiguous(self, events: Sequence[Any]) -> list[Any]:
+        """The batch's events that follow without a hole from what this worker applied.
+
+        faust-streaming 0.15.3 can fail to deliver a record around start-up and
+        rebalances (the recovery seek races a fetch in flight: the fetcher's read
+        offset runs ahead and the record is dropped as "already read"), and its commit
+        then steps over the hole, losing the event; ``tests/integration/test_sigterm.py``
+        caught it. So each partition's offsets must continue exactly where the last
+        applied one (or the committed offset) left off. After a hole the partition is
+        seeked back to the missing offset and its later events are dropped unacked
+        until it arrives: they come again, in order (`retry_refetches` repeats the
+        seek). A hole still there after several seeks is a real gap (transaction
+        markers, compaction): the next offset is accepted and the gap counted.
+        """
+        if self.consumer_of is None:
+            return list(events)
+        consumer = self.consumer_of()
+        kept: list[Any] = []
+        seeks: dict[Any, int] = {}
+        for event in events:
+            message = event.message
+            tp = (message.topic, message.partition)
+            expected = self.next_offset.get(tp)
+            if expected is None:
+                expected = self._committed(consumer, message.tp)
+            if expected is not None and message.offset < expected:
+                # Delivered again within this process (after a seek): its outputs and
+                # state are done. Not acked: an ack of an offset below the committed
+                # one could move Faust's commit backwards.
+                self.metrics.duplicate_deliveries.inc()
+                continue
+            refetch = self.refetching.get(tp)
+            if refetch is not None and message.offset > refetch.offset:
+                if not refetch.gave_up:
+                    continue  # the refetch delivers it again, in order
+                _log.warning(
+                    "partition %s[%d]: offsets %d..%d absent after %d refetches; skipped",
+                    message.topic, message.partition, refetch.offset, message.offset - 1,
+                    refetch.tries,
+                )  # fmt: skip
+                self.metrics.offset_gaps.inc(message.offset - refetch.offset)
+            elif refetch is None and expected is not None and message.offset > expected:
+                self.refetching[tp] = _Refetch(message.tp, expected, time.monotonic())
+                seeks[message.tp] = expected
+                continue
+            self.refetching.pop(tp, None)
+            kept.append(event)
+            self.next_offset[tp] = message.offset + 1
+        for partition, offset in seeks.items():
+            _log.warning(
+                "partition %s[%d]: offset %d was not delivered; fetching again from it",
+                partition.topic, partition.partition, offset,
+            )  # fmt: skip
+            await self._seek(consumer, partition, offset)
+        return kept
+
+    async def retry_refetches(self) -> None:
+        """Seek again where a refetch has not delivered its offset yet (run on a timer).
+
+        The first seek often loses the same race as the original fetch (records of
+        the fetch in flight push the read offset past it), so it is repeated until
+        the missing offset arrives or the tries run out.
+        """
+        if self.consumer_of is None or not self.refetching:
+            return
+        consumer = self.consumer_of()
+        now = time.monotonic()
+        for refetch in list(self.refetching.values()):
+            if refetch.gave_up or now - refetch.since < refetch.tries * _REFETCH_WAIT_S:
+                continue
+            if refetch.tries >= _REFETCH_TRIES:
+                refetch.gave_up = True  # the next offset to come is accepted
+            refetch.tries += 1
+            await self._seek(consumer, refetch.partition, refetch.offset)
+
+    async def _seek(self, consumer: Any, partition: Any, offset: int) -> None:
+        self.metrics.refetches.inc()
+        await consumer.seek(partition, offset)
+
+    @staticmethod
+    def _committed(consumer: Any, partition: Any) -> int | None:
+        # What Faust's recovery seek read from the group (None: nothing committed,
+        # or 0, which Faust does not distinguish from nothing).
+        offset = consumer._committed_offset.get(partition)
+        return int(offset) if offset else None
 
     def _plan_event(
         self, plan: _UserPlan, event: ClickEvent, faust_event: Any
@@ -381,6 +563,23 @@ class ClickstreamServer:
             key=letter.key, value=letter.value, headers=letter.headers
         )
 
+    def _swap_model(self) -> None:
+        """Serve the follower's staged model from this batch on (between batches, so
+        every output of a batch carries one version). The scorer was validated and
+        warmed up in the follower thread: this is one assignment. Carries made by the
+        old version are rebuilt per user on their next event (`_plan_event`)."""
+        if self.follower is None:
+            return
+        scorer = self.follower.take_pending()
+        if scorer is None:
+            return
+        unavailable = getattr(self.scorer, "unavailable_items", ())
+        if unavailable and hasattr(scorer, "set_unavailable"):
+            scorer.set_unavailable(unavailable)  # item-updates stay in force
+        self.scorer = scorer
+        self.metrics.set_model_version(scorer.version)
+        self.metrics.model_swaps.inc()
+
     def _write_state(self, user_id: str, plan: _UserPlan) -> None:
         # Faust picks the changelog partition from the "current event"; in a
         # take() body that context is not set, so set it to the user's last event:
@@ -397,14 +596,17 @@ class ClickstreamServer:
 
 
 def ensure_topics(settings: WorkerSettings) -> None:
-    """Create the input and output topics if missing; check the input's partitions.
+    """Check the input and output topics; create missing ones if the settings allow.
 
     Faust declares only the topics it consumes, and a send to a missing topic
-    blocks the batch, so outputs are created up front.
+    blocks the batch, so outputs must exist up front. Where a topics Job owns the
+    topics and the worker's principal may not create any (least privilege), set
+    ``RNNREC_CREATE_TOPICS=false``: the worker then only describes them.
 
     Raises:
-        ValueError: clickstream exists with another partition count than the
-            table's (state would live on other partitions than its events).
+        ValueError: a topic is missing and may not be created, or clickstream has
+            another partition count than the table's (state would live on other
+            partitions than its events).
     """
     from kafka import KafkaConsumer
 
@@ -413,17 +615,29 @@ def ensure_topics(settings: WorkerSettings) -> None:
 
     security = kafka_python_kwargs(settings)
     roles = ("clickstream", "recommendations", "purchase_predictions", "dlq")
-    create_topics(
-        settings.bootstrap_servers,
-        [settings.topic(role) for role in roles],
-        partitions=settings.partitions,
-        security=security,
-    )
+    wanted = [settings.topic(role) for role in roles]
     consumer = KafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, group_id=None, **security
     )
     try:
+        missing = sorted(set(wanted) - set(consumer.topics()))
+        if missing and not settings.create_topics:
+            raise ValueError(
+                f"missing topics {', '.join(missing)}: run the topics Job "
+                "(python -m stream_app.topics) or set RNNREC_CREATE_TOPICS=true"
+            )
+        if missing:
+            create_topics(
+                settings.bootstrap_servers,
+                missing,
+                partitions=settings.partitions,
+                security=security,
+                replication_factor=settings.replication_factor,
+            )
         found = consumer.partitions_for_topic(settings.topic("clickstream")) or set()
+        if not found:  # just created: the cached metadata predates it
+            consumer.topics()
+            found = consumer.partitions_for_topic(settings.topic("clickstream")) or set()
     finally:
         consumer.close()
     if len(found) != settings.partitions:
@@ -431,6 +645,27 @@ def ensure_topics(settings: WorkerSettings) -> None:
             f"{settings.topic('clickstream')} has {len(found)} partitions but "
             f"RNNREC_PARTITIONS={settings.partitions}; they must match"
         )
+
+
+class ServingApp(faust.App):
+    """A Faust app that drains the clickstream before Faust's own stop sequence.
+
+    See `ClickstreamServer.drain` for why Faust's stop alone can lose events.
+    """
+
+    server: ClickstreamServer | None = None
+    drain_timeout_s: float = 20.0
+
+    async def on_stop(self) -> None:
+        """Finish everything fetched (outputs, state, acks), then stop as Faust does."""
+        if self.server is not None and self._consumer is not None:
+            drained = await self.server.drain(self._consumer, self.drain_timeout_s)
+            if not drained:
+                self.log.warning(
+                    "Stop: events still in flight after %.0f s; they will be redelivered",
+                    self.drain_timeout_s,
+                )
+        await super().on_stop()
 
 
 @dataclass
@@ -454,10 +689,15 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
         The `WorkerRuntime` (run ``runtime.app`` with a Faust worker).
     """
     from stream_app.kafka_security import client_security
+    from stream_app.model_follower import attach_follower, startup_model
     from stream_app.web import register_views
 
-    scorer = scorer if scorer is not None else load_scorer(settings)
-    app = faust.App(
+    startup = None
+    if scorer is None:
+        # Precedence (factory, model-updates pointer, RNNREC_MODEL_SOURCE): model_follower.
+        startup = startup_model(settings)
+        scorer = startup.scorer
+    app = ServingApp(
         settings.app_id,
         broker=settings.broker_url,
         # TLS/SASL for the consumer, producer and admin alike (None: PLAINTEXT).
@@ -506,6 +746,20 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
             registry=metrics.registry,
         ).set_function(lambda: float(getattr(scorer, "compile_count", 0)))
     server = ClickstreamServer(settings, scorer, table, topics, metrics)
+    if startup is not None:
+        server.follower = attach_follower(app, settings, metrics, startup)
+    app.server = server
+    server.consumer_of = lambda: app.consumer
+
+    @app.on_partitions_revoked.connect
+    def _forget_offsets(sender: Any, *args: Any, **kwargs: Any) -> None:
+        server.forget_offsets()
+
+    @app.timer(_REFETCH_WAIT_S / 2)
+    async def _retry_refetches() -> None:
+        await server.retry_refetches()
+
+    app.drain_timeout_s = settings.shutdown_drain_s
 
     @app.agent(clickstream, name="serve-clickstream")
     async def serve_clickstream(stream: faust.StreamT) -> None:

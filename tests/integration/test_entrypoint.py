@@ -1,5 +1,8 @@
 """The image's entrypoint (``rnnrec worker``) with the deploy/base settings becomes ready.
 
+As in the cluster, the topics Job (``python -m stream_app.topics``) creates the topics
+first and the worker, with ``RNNREC_CREATE_TOPICS=false``, only checks them.
+
 The container runs ``ENTRYPOINT ["rnnrec"]`` with ``CMD ["worker"]`` and its settings
 from the ``rnnrec-settings`` ConfigMap (``deploy/base/settings.env``). Here the same
 command line runs outside a container from the installed venv, with those values
@@ -76,6 +79,13 @@ def test_rnnrec_worker_with_the_configmap_settings_becomes_ready(
         }
     )
     log = tmp_path / "worker.log"
+    # The topics Job runs first (RNNREC_CREATE_TOPICS=false: the worker creates none).
+    job = subprocess.run(
+        [sys.executable, "-m", "stream_app.topics", "--wait-s", "30"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert job.returncode == 0, job.stderr
+    assert f"created {prefix}-recommendations" in job.stdout
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [entrypoint(), "worker"], env=env, cwd=tmp_path,

@@ -8,7 +8,6 @@ repeated (repeats are only allowed after a crash, not after a graceful stop).
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -17,7 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from stream_app.kafka_io import drain, produce
@@ -56,12 +54,6 @@ def committed_total(bootstrap: str, group: str, topic: str, partitions: int) -> 
     return sum(o or 0 for o in offsets)
 
 
-@pytest.mark.skipif(
-    os.environ.get("RNNREC_RUN_KNOWN_FAILURES") != "1",
-    reason="known bug, open: after a SIGTERM mid-stream some events are output twice or, "
-    "once, never after the restart (seen 2 of 4 runs on 2026-11-28); the graceful-stop "
-    "guarantee is not claimed until this passes. Run with RNNREC_RUN_KNOWN_FAILURES=1.",
-)
 def test_sigterm_mid_stream_exits_zero_then_restart_gives_each_event_exactly_one_output(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:

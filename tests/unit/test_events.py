@@ -17,6 +17,7 @@ from stream_app.events import (
     decode_click_event,
     load_schema,
 )
+from tests.chaos.poison_corpus import good_look_alikes, poison_cases
 
 NOW = 1_700_000_000.0
 LIMITS = InputLimits(max_message_bytes=4096, max_id_length=256)
@@ -73,6 +74,22 @@ BAD_CASES: list[tuple[str, object, bytes | None, ErrorKind]] = [
     ("list type", {**GOOD, "type": ["click"]}, b"u1", ErrorKind.UNKNOWN_TYPE),
     ("other key", GOOD, b"u2", ErrorKind.KEY_MISMATCH),
     ("no key", GOOD, None, ErrorKind.KEY_MISMATCH),
+    (
+        "repeated item",
+        b'{"event_id":"e1","user_id":"u1","item_id":"i1","ts":1600000000,"item_id":"i2"}',
+        b"u1",
+        ErrorKind.DUPLICATE_FIELD,
+    ),
+    (
+        "repeated ts, escaped name",
+        b'{"event_id":"e1","user_id":"u1","item_id":"i1","ts":1600000000,"\\u0074s":1.6e9}',
+        b"u1",
+        ErrorKind.DUPLICATE_FIELD,
+    ),
+    ("nul in item", {**GOOD, "item_id": "i\x001"}, b"u1", ErrorKind.CONTROL_CHARACTER),
+    ("newline in event id", {**GOOD, "event_id": "e\n1"}, b"u1", ErrorKind.CONTROL_CHARACTER),
+    ("c1 control in session", {**GOOD, "session_id": "s\x85"}, b"u1", ErrorKind.CONTROL_CHARACTER),
+    ("escape in user", {**GOOD, "user_id": "u\x1b[31m"}, b"u\x1b[31m", ErrorKind.CONTROL_CHARACTER),
 ]
 
 
@@ -113,6 +130,10 @@ SCHEMA_CORPUS: list[object] = [
     {**GOOD, "type": "CLICK"},
     {**GOOD, "type": None},
     {**GOOD, "type": 1},
+    {**GOOD, "item_id": "i\x00"},
+    {**GOOD, "user_id": "u\t1"},
+    {**GOOD, "session_id": "s\x7f"},
+    {**GOOD, "item_id": "caf\u00e9 \u2603 \U0001f600"},
     {k: v for k, v in GOOD.items() if k != "event_id"},
     {k: v for k, v in GOOD.items() if k != "user_id"},
     [],
@@ -131,6 +152,47 @@ def test_hand_written_validator_agrees_with_the_json_schema(document: object) ->
     key_bytes = key.encode() if isinstance(key, str) else b"u1"
     outcome = decode_click_event(key_bytes, encode(document), LIMITS, NOW)
     assert isinstance(outcome, ClickEvent) == schema_ok, outcome
+
+
+def test_repeated_names_that_are_not_a_read_field_twice_are_accepted() -> None:
+    nested = (
+        b'{"event_id":"e1","user_id":"u1","item_id":"i1","ts":1600000000,'
+        b'"ctx":{"ts":1,"item_id":"x"},"note":"\\"ts\\" twice: \\"ts\\""}'
+    )
+    extra_twice = (
+        b'{"event_id":"e1","user_id":"u1","item_id":"i1","ts":1600000000,"price":1,"price":2}'
+    )
+    escaped_text = orjson.dumps({**GOOD, "item_id": "caf\u00e9"}).replace(
+        "\u00e9".encode(), b"\\u00e9"
+    )
+    for value in (nested, extra_twice, escaped_text):
+        outcome = decode_click_event(b"u1", value, LIMITS, NOW)
+        assert isinstance(outcome, ClickEvent), (value, outcome)
+    assert decode_click_event(b"u1", escaped_text, LIMITS, NOW).item_id == "caf\u00e9"  # type: ignore[union-attr]
+
+
+def test_a_repeated_field_deeper_than_the_stdlib_parser_is_rejected_not_raised() -> None:
+    deep = b"[" * 1000 + b"]" * 1000
+    value = b'{"event_id":"e1","user_id":"u1","item_id":"i1","ts":1,"x":' + deep + b',"ts":2}'
+    outcome = decode_click_event(b"u1", value, InputLimits(max_message_bytes=8192), NOW)
+    assert isinstance(outcome, Rejection) and outcome.kind is ErrorKind.DUPLICATE_FIELD
+
+
+def test_every_poison_corpus_case_gets_its_kind_and_look_alikes_pass() -> None:
+    limits = InputLimits(max_message_bytes=4096, max_id_length=64)
+    cases = poison_cases(limits, now=NOW)
+    assert len(cases) >= 40 and len({c.kind for c in cases}) >= 14
+    wrong = []
+    for case in cases:
+        outcome = decode_click_event(case.key, case.value, limits, NOW)
+        if not isinstance(outcome, Rejection) or outcome.kind is not case.kind:
+            wrong.append((case.name, outcome))
+    assert not wrong, wrong
+    assert len(cases[1].value or b"") == limits.max_message_bytes + 1  # one byte over
+    for good in good_look_alikes(limits, now=NOW):
+        outcome = decode_click_event(good.key, good.value, limits, NOW)
+        assert isinstance(outcome, ClickEvent), (good.name, outcome)
+        assert outcome.event_id == good.event_id
 
 
 def test_every_shipped_schema_is_a_valid_2020_12_schema() -> None:

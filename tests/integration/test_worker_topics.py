@@ -1,0 +1,45 @@
+"""The worker's start-up check of its topics (least privilege: describe, never create)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from kafka import KafkaConsumer
+
+from tests.worker_harness import WORKER_ARGS, make_setup
+
+
+def _run_worker(env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *WORKER_ARGS],
+        env=dict(os.environ, **env),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_worker_without_create_permission_names_the_missing_topics_and_creates_none(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    setup = make_setup(kafka_bootstrap, unique_name, tmp_path, partitions=2)  # clickstream only
+    result = _run_worker(setup.env(RNNREC_CREATE_TOPICS="false"))
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("rnnrec: error: missing topics "), result.stderr[-2000:]
+    listed = lines[-1].removeprefix("rnnrec: error: missing topics ").split(":")[0]
+    named = set(listed.split(", "))
+    expected = {setup.topic(r) for r in ("recommendations", "purchase_predictions", "dlq")}
+    assert named == expected, lines[-1]
+    assert "Traceback" not in result.stderr
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap)
+    try:
+        ours = {t for t in consumer.topics() if t.startswith(setup.prefix)}
+        assert ours == {setup.topic("clickstream")}
+    finally:
+        consumer.close()

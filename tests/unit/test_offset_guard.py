@@ -1,0 +1,132 @@
+"""The worker's guard against records Faust fails to deliver (holes in a partition).
+
+Faust's consumer is replaced by a recording double here because the point is the
+guard's bookkeeping for each delivery order; the real race is exercised end to end
+by tests/integration/test_sigterm.py against a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import pytest
+
+from stream_app.metrics import WorkerMetrics
+from stream_app.settings import WorkerSettings
+from stream_app.worker import _REFETCH_TRIES, _REFETCH_WAIT_S, ClickstreamServer
+from tests.worker_scorers import RecentItemsScorer
+
+TOPIC = "clickstream"
+
+
+class TP(NamedTuple):
+    topic: str
+    partition: int
+
+
+@dataclass
+class Message:
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
+
+
+@dataclass
+class Event:
+    message: Message
+
+
+@dataclass
+class Consumer:
+    """Records seeks; ``_committed_offset`` as Faust's recovery seek leaves it."""
+
+    _committed_offset: dict[TP, int] = field(default_factory=dict)
+    seeks: list[tuple[TP, int]] = field(default_factory=list)
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        self.seeks.append((partition, offset))
+
+
+def events(partition: int, *offsets: int) -> list[Event]:
+    return [Event(Message(TOPIC, partition, o)) for o in offsets]
+
+
+def offsets(kept: list[Any]) -> list[tuple[int, int]]:
+    return [(e.message.partition, e.message.offset) for e in kept]
+
+
+@pytest.fixture
+def guarded() -> tuple[ClickstreamServer, Consumer]:
+    settings = WorkerSettings(topic_clickstream=TOPIC)
+    server = ClickstreamServer(settings, RecentItemsScorer(), None, {}, WorkerMetrics())  # type: ignore[arg-type]
+    consumer = Consumer({TP(TOPIC, 0): 10})
+    server.consumer_of = lambda: consumer
+    return server, consumer
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_contiguous_offsets_from_the_committed_one_pass_untouched(guarded) -> None:
+    server, consumer = guarded
+    assert offsets(run(server._contiguous(events(0, 10, 11, 12)))) == [(0, 10), (0, 11), (0, 12)]
+    assert offsets(run(server._contiguous(events(0, 13)))) == [(0, 13)]
+    assert consumer.seeks == []
+
+
+def test_a_missing_first_record_is_fetched_again_and_later_ones_wait_for_it(guarded) -> None:
+    server, consumer = guarded
+    # Offset 10 (the committed one) never came: nothing of partition 0 may run ahead.
+    kept = run(server._contiguous(events(0, 11, 12) + events(1, 3)))
+    assert offsets(kept) == [(1, 3)]  # other partitions go on
+    assert consumer.seeks == [(TP(TOPIC, 0), 10)]
+    assert server.metrics.refetches._value.get() == 1
+    # Stale copies of later records still in the queue are dropped, unacked.
+    assert run(server._contiguous(events(0, 13))) == []
+    # The refetch delivers 10 first, then the rest in order.
+    assert offsets(run(server._contiguous(events(0, 10, 11, 12, 13)))) == [
+        (0, 10), (0, 11), (0, 12), (0, 13)
+    ]  # fmt: skip
+
+
+def test_records_delivered_twice_in_one_process_are_dropped(guarded) -> None:
+    server, _ = guarded
+    run(server._contiguous(events(0, 10, 11, 12)))
+    assert offsets(run(server._contiguous(events(0, 11, 12, 13)))) == [(0, 13)]
+    assert server.metrics.duplicate_deliveries._value.get() == 2
+
+
+def test_seek_is_repeated_on_the_timer_and_a_real_gap_is_finally_accepted(
+    guarded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, consumer = guarded
+    clock = [1000.0]
+    monkeypatch.setattr("stream_app.worker.time.monotonic", lambda: clock[0])
+    run(server._contiguous(events(0, 15)))  # 10..14 absent (e.g. transaction markers)
+    for _ in range(_REFETCH_TRIES + 1):
+        clock[0] += _REFETCH_TRIES * _REFETCH_WAIT_S
+        run(server.retry_refetches())
+        assert run(server._contiguous(events(0, 15))) in ([], [events(0, 15)[0]])
+        if not server.refetching:
+            break
+    assert not server.refetching, "the gap was never accepted"
+    assert len(consumer.seeks) == _REFETCH_TRIES + 1
+    assert all(seek == (TP(TOPIC, 0), 10) for seek in consumer.seeks)
+    assert server.metrics.offset_gaps._value.get() == 5
+    assert offsets(run(server._contiguous(events(0, 16)))) == [(0, 16)]
+
+
+def test_a_rebalance_forgets_what_was_expected(guarded) -> None:
+    server, consumer = guarded
+    run(server._contiguous(events(0, 10, 11)))
+    server.forget_offsets()
+    consumer._committed_offset[TP(TOPIC, 0)] = 12  # the new owner's committed offset
+    assert offsets(run(server._contiguous(events(0, 12)))) == [(0, 12)]
+    assert consumer.seeks == []
