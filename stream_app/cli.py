@@ -12,6 +12,7 @@ import click
 
 from rnnrec_jax.cli import evaluate, split, train
 from stream_app.cli_demo import demo
+from stream_app.cli_item import item
 from stream_app.cli_kafka import kafka
 from stream_app.cli_model import model
 from stream_app.cli_trainer import trainer
@@ -33,6 +34,7 @@ cli.add_command(worker)
 cli.add_command(replay)
 cli.add_command(tail)
 cli.add_command(user)
+cli.add_command(item)
 cli.add_command(model)
 cli.add_command(trainer)
 

@@ -145,6 +145,10 @@ class WorkerSettings(KafkaSecuritySettings):
     model_follow: bool = Field(
         True, description="Follow model-updates and hot-swap new serving versions."
     )
+    item_updates_follow: bool = Field(
+        True,
+        description="Follow item-updates: unavailable or blocked items are never recommended.",
+    )
 
     # --- Per-user state --------------------------------------------------------------
     store: str = Field("memory://", description="Table store: memory:// or rocksdb://.")
@@ -161,6 +165,19 @@ class WorkerSettings(KafkaSecuritySettings):
         30 * 86400.0,
         ge=0,
         description="A user idle longer than this starts from scratch (0: never).",
+    )
+    user_ttl_sweep_s: float = Field(
+        5.0,
+        ge=0,
+        le=86_400,
+        description="How often idle users are swept from the table (0: only on their next event).",
+    )
+    user_ttl_sweep_users: int = Field(
+        500,
+        ge=1,
+        le=1_000_000,
+        # About 16 us per user (4.7 kB states): a tick holds the hot path ~8 ms.
+        description="Users one sweep tick examines at most (bounds the pause per tick).",
     )
     history_length: int = Field(50, ge=1, le=10_000, description="Last item ids kept per user (L).")
     explain_window: int = Field(

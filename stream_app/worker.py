@@ -43,6 +43,11 @@ first, and a suspended stream skips *and acks* the events still queued, so the n
 commit would cover events that never got outputs. ``tests/integration/test_sigterm.py``
 checks that every event has exactly one output across a mid-stream SIGTERM and restart.
 
+Two other writers act between batches (``batch_lock``), never inside one: the
+idle-user sweep (`stream_app.user_ttl`) deletes expired users through the table
+(changelog tombstones, flushed like any state write), and the unavailable items of
+``item-updates`` (`stream_app.item_updates`) reach the scorer at the start of a batch.
+
 Input must be keyed by user_id (the stored offset is then the clickstream offset).
 A record whose key is not its user_id goes to the DLQ (``key_mismatch``) rather than
 being repartitioned, so per-user order is the producer's partition order.
@@ -83,7 +88,9 @@ from stream_app.state import (
 )
 
 if TYPE_CHECKING:
+    from stream_app.item_updates import ItemFollower
     from stream_app.model_follower import ModelFollower
+    from stream_app.user_ttl import IdleUserSweeper
 
 _log = logging.getLogger(__name__)
 
@@ -155,6 +162,12 @@ class ClickstreamServer:
         metrics.set_model_version(scorer.version)
         # Set by create_app when following model-updates; see `_swap_model`.
         self.follower: ModelFollower | None = None
+        # Set by create_app: item-updates (unavailable items) and the idle-user sweep.
+        self.items: ItemFollower | None = None
+        self.sweeper: IdleUserSweeper | None = None
+        # Held by a batch from start to acks, and by a sweep tick: a sweep never
+        # deletes a user between a batch reading and writing that user's state.
+        self.batch_lock = asyncio.Lock()
         # Highest offset acked per (topic, partition): what `drain` compares with
         # the offsets the consumer has handed to the stream.
         self.acked_upto: dict[tuple[str, int], int] = {}
@@ -225,7 +238,21 @@ class ClickstreamServer:
 
     async def process_batch(self, stream: faust.StreamT, events: Sequence[Any]) -> None:
         """Handle one micro-batch of Faust events; see the module docstring for order."""
+        async with self.batch_lock:
+            await self._process_batch(stream, events)
+
+    async def sweep_idle_users(self, owned_partitions: Callable[[], set[int]]) -> None:
+        """One tick of the idle-user sweep (`stream_app.user_ttl`), between batches."""
+        if self.sweeper is None or self.draining:
+            return
+        async with self.batch_lock:
+            self.sweeper.tick(owned_partitions())
+
+    async def _process_batch(self, stream: faust.StreamT, events: Sequence[Any]) -> None:
         self._swap_model()
+        if self.items is not None:
+            # Unavailable items take effect from this batch on (the first waits for them).
+            await self.items.refresh(self.scorer)
         events = await self._contiguous(events)
         if not events:
             return
@@ -246,6 +273,8 @@ class ClickstreamServer:
             if isinstance(decoded, Rejection):
                 dead.append(self._dead_letter(message, decoded))
                 continue
+            if self.sweeper is not None:
+                self.sweeper.observe(decoded.ts)  # the sweep's clock is event time
             plan = plans.get(decoded.user_id)
             if plan is None:
                 stored = self.load_state(decoded.user_id)
@@ -688,8 +717,10 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
     Returns:
         The `WorkerRuntime` (run ``runtime.app`` with a Faust worker).
     """
+    from stream_app.item_updates import attach_item_follower
     from stream_app.kafka_security import client_security
     from stream_app.model_follower import attach_follower, startup_model
+    from stream_app.user_ttl import IdleUserSweeper, active_source_partitions
     from stream_app.web import register_views
 
     startup = None
@@ -748,6 +779,7 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
     server = ClickstreamServer(settings, scorer, table, topics, metrics)
     if startup is not None:
         server.follower = attach_follower(app, settings, metrics, startup)
+    server.items = attach_item_follower(app, settings, metrics.registry, scorer)
     app.server = server
     server.consumer_of = lambda: app.consumer
 
@@ -758,6 +790,20 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
     @app.timer(_REFETCH_WAIT_S / 2)
     async def _retry_refetches() -> None:
         await server.retry_refetches()
+
+    if settings.user_ttl_s > 0 and settings.user_ttl_sweep_s > 0:
+        server.sweeper = IdleUserSweeper(
+            table,
+            settings.topic("clickstream"),
+            settings.user_ttl_s,
+            settings.user_ttl_sweep_users,
+            metrics.registry,
+        )
+        owned = active_source_partitions(app, settings.topic("clickstream"))
+
+        @app.timer(settings.user_ttl_sweep_s)
+        async def _sweep_idle_users() -> None:
+            await server.sweep_idle_users(owned)
 
     app.drain_timeout_s = settings.shutdown_drain_s
 
