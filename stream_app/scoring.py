@@ -287,6 +287,12 @@ class ServingModelScorer:
         """A fresh session's carry, flattened."""
         return self._initial.copy()
 
+    def unknown_items(self, item_ids: Sequence[str]) -> int:
+        """How many of ``item_ids`` the model does not know (served as out-of-vocabulary)."""
+        if not item_ids:
+            return 0
+        return int((np.asarray(self._model.vocab.encode(list(item_ids))) == 0).sum())
+
     def set_unavailable(self, item_ids: Sequence[str]) -> None:
         """Mark items never to recommend (from ``item-updates``)."""
         self._unavailable_ids = tuple(str(i) for i in item_ids)

@@ -204,6 +204,20 @@ class WorkerSettings(KafkaSecuritySettings):
     )
 
     # --- Web -------------------------------------------------------------------------
+    session_timeout_s: float = Field(
+        60.0,
+        ge=6.0,
+        le=1800.0,
+        description="Kafka consumer session timeout: how long a killed worker's partitions "
+        "stay unowned before the group moves them (heartbeats every tenth of it).",
+    )
+    stream_buffer_maxsize: int = Field(
+        4096,
+        ge=16,
+        le=1_000_000,
+        description="Records Faust buffers ahead of the agent: with max_message_bytes, the "
+        "bound on input held in memory under backpressure.",
+    )
     shutdown_drain_s: float = Field(
         20.0,
         ge=0.0,

@@ -286,6 +286,11 @@ class ClickstreamServer:
                 resends.append(outcome)
                 resend_keys.append(decoded.user_id)
 
+        count_unknown = getattr(self.scorer, "unknown_items", None)
+        if count_unknown is not None:
+            # Unknown items are served (out-of-vocabulary), never rejected: count them.
+            items = [pending.event.item_id for plan in plans.values() for pending in plan.pending]
+            self.metrics.oov_events.inc(count_unknown(items))
         outputs, carries = await self._score([p.steps for p in plans.values()])
 
         # (1) Send every output and wait for the broker's acknowledgements.
@@ -746,6 +751,9 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
         web_host=settings.web_host,
         # The step runs in an executor; a big batch must not look like a stall.
         stream_wait_empty=True,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 10,
+        stream_buffer_maxsize=settings.stream_buffer_maxsize,
     )
 
     def raw_topic(role: str) -> faust.TopicT:

@@ -1,0 +1,470 @@
+"""Soak benchmark: N minutes at a fixed fraction of the worker's capacity.
+
+One worker process serves a real model (default: the yoochoose-1pct model that
+``bench/bench_serving.py`` trains into ``artifacts/bench/model-1pct``) on fresh topics
+created with ``message.timestamp.type=LogAppendTime``. Live-looking events (a fixed
+population of users, sessions of 2 to 12 events, items drawn from the model's
+vocabulary with a Zipf-like skew, event time = now) are produced at ``fraction x
+capacity`` events/s, paced every 100 ms, while the recommendations topic is read
+back. Reported:
+
+* worker RSS (from /proc) every 5 s, and its slope after the first minutes;
+* per minute: events produced, outputs, latency p50/p95/p99/max (output broker
+  timestamp minus input broker timestamp, matched by event id, first output);
+* loss: every produced event must have a recommendation at the end (missing ids are
+  counted, duplicates too).
+
+The capacity is an argument (``--capacity``; BENCHMARKS.md measured about 1,000 to
+1,700 events/s for this worker with the 1pct model on the project machine), so the
+offered rate is explicit. Validate with ``--minutes 1``; the full run is 30 minutes.
+
+    .venv/bin/python bench/soak.py --minutes 1 --capacity 1000
+    .venv/bin/python bench/soak.py --minutes 30 --capacity 1000
+
+Writes bench/results/soak.{json,md} and soak.png. Figures only, no pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import json
+import os
+import platform
+import random
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "results"
+DEFAULT_MODEL = ROOT / "artifacts" / "bench" / "model-1pct"
+TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
+ROLES = ("clickstream", "recommendations", "purchase-predictions", "clickstream-dlq")
+
+
+_STARTED = time.monotonic()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.monotonic() - _STARTED:7.1f} s] {msg}", flush=True)
+
+
+def machine() -> dict[str, object]:
+    """CPU, memory, OS and library versions of this machine."""
+    import faust
+
+    model = "?"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "faust": faust.__version__,
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def vocabulary(model: Path | None) -> list[str]:
+    """Item ids the served model knows (a synthetic catalogue without a model)."""
+    if model is None:
+        return [str(i) for i in range(1, 5001)]
+    from rnnrec_jax.model_io import load_trained_model
+
+    return [str(x) for x in load_trained_model(model).vocab.items]
+
+
+class EventSource:
+    """Events of a fixed user population; each user walks through short sessions."""
+
+    def __init__(self, users: int, items: list[str], seed: int = 0) -> None:
+        self.rng = random.Random(seed)
+        self.items = items
+        # Zipf-like popularity: item rank r drawn with weight 1 / (r + 10).
+        weights = np.array([1.0 / (r + 10) for r in range(len(items))])
+        self.cdf = np.cumsum(weights / weights.sum()).tolist()
+        self.users = users
+        self.left = [0] * users
+        self.session = [0] * users
+        self.n = 0
+
+    def next(self) -> tuple[bytes, bytes, int]:
+        """``(key, value, event index)`` of the next event."""
+        u = self.rng.randrange(self.users)
+        if self.left[u] == 0:
+            self.left[u] = self.rng.randint(2, 12)
+            self.session[u] += 1
+        self.left[u] -= 1
+        item = self.items[min(bisect.bisect(self.cdf, self.rng.random()), len(self.items) - 1)]
+        index = self.n
+        self.n += 1
+        user = f"u{u}"
+        document = {
+            "event_id": f"e{index}",
+            "user_id": user,
+            "item_id": item,
+            "ts": time.time(),
+            "session_id": f"{user}-s{self.session[u]}",
+        }
+        return user.encode(), orjson.dumps(document), index
+
+
+def create_topics(bootstrap: str, prefix: str, partitions: int) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="rnnrec-bench")
+    try:
+        admin.create_topics(
+            [NewTopic(f"{prefix}-{role}", num_partitions=partitions, replication_factor=1,
+                      topic_configs=TOPIC_CONFIG) for role in ROLES]
+        )  # fmt: skip
+    finally:
+        admin.close()
+
+
+def delete_topics(bootstrap: str, prefix: str) -> None:
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="rnnrec-bench")
+    try:
+        names = [t for t in admin.list_topics() if t.startswith(prefix)]
+        if names:
+            admin.delete_topics(names)
+    finally:
+        admin.close()
+
+
+def wait_ready(port: int, proc: subprocess.Popen, log_path: Path, timeout_s: float = 300) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited {proc.returncode}; see {log_path}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r:
+                if r.status == 200 and orjson.loads(r.read()).get("ready"):
+                    return time.monotonic() - started
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"worker not ready in {timeout_s:.0f} s; see {log_path}")
+
+
+async def drive(args: argparse.Namespace, prefix: str, pid: int) -> dict[str, object]:
+    """Produce at the target rate, read outputs, sample RSS; return the raw figures."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    rate = args.capacity * args.fraction
+    duration = args.minutes * 60.0
+    planned = int(rate * duration) + 1000
+    in_ts = np.zeros(planned, np.int64)  # broker (log-append) time of each input, ms
+    out_ts = np.zeros(planned, np.int64)  # broker time of its first recommendation, ms
+    out_count = np.zeros(planned, np.int32)
+    source = EventSource(args.users, vocabulary(args.model), seed=args.seed)
+    rss: list[tuple[float, int]] = []
+    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks=1, linger_ms=5)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=args.bootstrap, group_id=None, enable_auto_commit=False
+    )
+    await producer.start()
+    await consumer.start()
+    topic = f"{prefix}-recommendations"
+    # This run created the topic: its partitions are known (an unsubscribed aiokafka
+    # consumer would only learn them at the next 5-minute metadata refresh).
+    consumer.assign([TopicPartition(topic, p) for p in range(args.partitions)])
+    await consumer.seek_to_beginning()
+    producing = True
+
+    async def read() -> None:
+        while True:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batch.values():
+                for r in records:
+                    i = int(orjson.loads(r.value)["event_id"][1:])
+                    if out_count[i] == 0:
+                        out_ts[i] = r.timestamp
+                    out_count[i] += 1
+
+    async def sample() -> None:
+        started = time.monotonic()
+        while True:
+            rss.append((time.monotonic() - started, rss_bytes(pid)))
+            await asyncio.sleep(5.0)
+
+    def stamped(index: int):
+        def done(future: asyncio.Future) -> None:
+            if not future.exception():
+                in_ts[index] = future.result().timestamp
+
+        return done
+
+    reader = asyncio.create_task(read())
+    sampler = asyncio.create_task(sample())
+    started = time.monotonic()
+    last_report = started
+    tick = 0.1
+    try:
+        while producing:
+            elapsed = time.monotonic() - started
+            if elapsed >= duration:
+                break
+            target = min(planned, int(rate * elapsed))
+            while source.n < target:
+                key, value, index = source.next()
+                future = await producer.send(f"{prefix}-clickstream", key=key, value=value)
+                future.add_done_callback(stamped(index))
+            if time.monotonic() - last_report >= 60:
+                answered = int((out_count[: source.n] > 0).sum())
+                log(f"  {elapsed / 60:.1f} min: {source.n:,} produced, {answered:,} answered, "
+                    f"RSS {rss[-1][1] / 2**20:,.0f} MiB, ETA {(duration - elapsed) / 60:.1f} min")  # fmt: skip
+                last_report = time.monotonic()
+            await asyncio.sleep(max(0.0, tick - (time.monotonic() - started - elapsed)))
+        log("  flushing the producer ...")
+        await producer.flush()
+        produced = source.n
+        answered = int((out_count[:produced] > 0).sum())
+        log(f"  {elapsed / 60:.1f} min: {produced:,} produced, {answered:,} answered")
+        log(f"  produced {produced:,} events; waiting for the last outputs ...")
+        deadline = time.monotonic() + args.drain_timeout
+        while time.monotonic() < deadline and (out_count[:produced] == 0).any():
+            await asyncio.sleep(1.0)
+        await asyncio.sleep(2.0)  # duplicates would arrive right behind
+    finally:
+        reader.cancel()
+        sampler.cancel()
+        await producer.stop()
+        await consumer.stop()
+    return {
+        "produced": produced,
+        "in_ts": in_ts[:produced],
+        "out_ts": out_ts[:produced],
+        "out_count": out_count[:produced],
+        "rss": rss,
+        "rate": rate,
+    }
+
+
+def summarise(raw: dict[str, object]) -> dict[str, object]:
+    in_ts, out_ts, counts = raw["in_ts"], raw["out_ts"], raw["out_count"]
+    answered = counts > 0
+    t0 = int(in_ts[in_ts > 0].min())
+    minute = (in_ts - t0) // 60_000
+    per_minute = []
+    for m in range(int(minute.max()) + 1):
+        sel = (minute == m) & answered & (in_ts > 0)
+        lat = (out_ts[sel] - in_ts[sel]).astype(np.float64)
+        produced = int((minute == m).sum())
+        row = {"minute": m + 1, "produced": produced, "answered": int(sel.sum())}
+        if len(lat):
+            row.update(
+                p50_ms=float(np.percentile(lat, 50)), p95_ms=float(np.percentile(lat, 95)),
+                p99_ms=float(np.percentile(lat, 99)), max_ms=float(lat.max()),
+            )  # fmt: skip
+        per_minute.append(row)
+    rss = raw["rss"]
+    t = np.array([x for x, _ in rss])
+    r = np.array([y for _, y in rss], np.float64) / 2**20
+    steady = t >= min(120.0, t.max() / 2)  # skip warm-up (JIT, buffers, first users)
+    slope = float(np.polyfit(t[steady] / 60, r[steady], 1)[0]) if steady.sum() > 2 else None
+    return {
+        "produced": int(raw["produced"]),
+        "missing": int((~answered).sum()),
+        "duplicated_outputs": int((counts[answered] - 1).sum()),
+        "offered_rate": raw["rate"],
+        "per_minute": per_minute,
+        "rss_mib": {
+            "first": round(float(r[0]), 1),
+            "max": round(float(r.max()), 1),
+            "last": round(float(r[-1]), 1),
+            "slope_mib_per_min_after_warmup": None if slope is None else round(slope, 2),
+        },
+        "rss_trace": [(round(float(a), 1), round(float(b), 1)) for a, b in zip(t, r, strict=True)],
+    }
+
+
+def write(report: dict[str, object], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "soak.json").write_text(json.dumps(report, indent=1))
+    s, m = report["summary"], report["machine"]
+    lines = [
+        "# Soak: fixed offered rate, RSS and latency over time",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Machine: {m['cpus']} CPUs, {m['cpu_model']}, {m['memory_gib']} GiB, {m['platform']}, "
+        f"Python {m['python']}, Faust {m['faust']}; load at start {m['loadavg_at_start']}  ",
+        f"Model: {report['model']}; offered {s['offered_rate']:,.0f} events/s "
+        f"({report['fraction']:.0%} of the given capacity {report['capacity']:,.0f}); "
+        f"{report['users']:,} users; worker ready {report['ready_s']:.1f} s after start",
+        "",
+        f"Produced {s['produced']:,}; **missing outputs {s['missing']}**; duplicated outputs "
+        f"{s['duplicated_outputs']}. RSS first {s['rss_mib']['first']} MiB, max "
+        f"{s['rss_mib']['max']} MiB, last {s['rss_mib']['last']} MiB, slope after warm-up "
+        f"{s['rss_mib']['slope_mib_per_min_after_warmup']} MiB/min.",
+        "",
+        "| minute | produced | answered | p50 ms | p95 ms | p99 ms | max ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in s["per_minute"]:
+        lines.append(
+            f"| {row['minute']} | {row['produced']:,} | {row['answered']:,} | "
+            f"{row.get('p50_ms', float('nan')):.0f} | {row.get('p95_ms', float('nan')):.0f} | "
+            f"{row.get('p99_ms', float('nan')):.0f} | {row.get('max_ms', float('nan')):.0f} |"
+        )
+    (out / "soak.md").write_text("\n".join(lines) + "\n")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    t, r = zip(*s["rss_trace"], strict=True)
+    ax1.plot(np.array(t) / 60, r)
+    ax1.set_xlabel("minutes")
+    ax1.set_ylabel("worker RSS (MiB)")
+    ax1.set_ylim(bottom=0)
+    ax1.grid(alpha=0.3)
+    rows = [row for row in s["per_minute"] if "p50_ms" in row]
+    for name in ("p50_ms", "p95_ms", "p99_ms", "max_ms"):
+        ax2.plot([row["minute"] for row in rows], [row[name] for row in rows], "o-", label=name)
+    ax2.set_xlabel("minute")
+    ax2.set_ylabel("latency, input to output broker time (ms)")
+    ax2.set_yscale("log")
+    ax2.legend()
+    ax2.grid(alpha=0.3)
+    fig.suptitle(f"Soak at {s['offered_rate']:,.0f} events/s for {report['minutes']} min")
+    fig.tight_layout()
+    fig.savefig(out / "soak.png", dpi=110)
+    log(f"wrote {out / 'soak.json'}, soak.md, soak.png")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--capacity", type=float, required=True, help="Measured events/s.")
+    parser.add_argument("--fraction", type=float, default=0.5, help="Of the capacity.")
+    parser.add_argument("--users", type=int, default=20_000, help="User population.")
+    parser.add_argument(
+        "--model", type=Path, default=DEFAULT_MODEL if DEFAULT_MODEL.exists() else None
+    )
+    parser.add_argument(
+        "--scorer-factory", help="Serve this 'module:callable' instead of a model (dry runs)."
+    )
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--max-batch", type=int, default=256)
+    parser.add_argument(
+        "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    )
+    parser.add_argument("--drain-timeout", type=float, default=120.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    if args.model is None and not args.scorer_factory:
+        parser.error(
+            "no model: pass --model CHECKPOINT (bench/bench_serving.py trains "
+            "artifacts/bench/model-1pct) or --scorer-factory"
+        )
+    if args.scorer_factory:
+        args.model = None
+    sys.path.insert(0, str(ROOT))
+
+    prefix = f"bench-soak-{uuid.uuid4().hex[:8]}"
+    create_topics(args.bootstrap, prefix, args.partitions)
+    port = free_port()
+    work = Path(tempfile.mkdtemp(prefix="rnnrec-soak-"))
+    log_path = work / "worker.log"
+    env = dict(
+        os.environ,
+        PYTHONUNBUFFERED="1",
+        KAFKA_BOOTSTRAP_SERVERS=args.bootstrap,
+        RNNREC_TOPIC_PREFIX=f"{prefix}-",
+        RNNREC_APP_ID=f"{prefix}-app",
+        RNNREC_PARTITIONS=str(args.partitions),
+        RNNREC_DATA_DIR=str(work / "data"),
+        RNNREC_WEB_PORT=str(port),
+        RNNREC_MAX_BATCH=str(args.max_batch),
+    )
+    if args.scorer_factory:
+        env["RNNREC_SCORER_FACTORY"] = args.scorer_factory
+    else:
+        env["RNNREC_MODEL_SOURCE"] = str(args.model)
+    report: dict[str, object] = {
+        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        "machine": machine(),
+        "model": str(args.model or args.scorer_factory),
+        "minutes": args.minutes,
+        "capacity": args.capacity,
+        "fraction": args.fraction,
+        "users": args.users,
+        "partitions": args.partitions,
+        "max_batch": args.max_batch,
+    }
+    cmd = [sys.executable, "-m", "stream_app.cli", "worker", "-l", "warning"]
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        report["ready_s"] = wait_ready(port, proc, log_path)
+        log(f"worker ready in {report['ready_s']:.1f} s; offering "
+            f"{args.capacity * args.fraction:,.0f} events/s for {args.minutes} min ...")  # fmt: skip
+        raw = asyncio.run(drive(args, prefix, proc.pid))
+        if proc.poll() is not None:
+            raise RuntimeError(f"worker exited {proc.returncode} during the soak; see {log_path}")
+        report["summary"] = summarise(raw)
+    finally:
+        log("stopping the worker ...")
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        delete_topics(args.bootstrap, prefix)
+    s = report["summary"]
+    log(
+        f"produced {s['produced']:,}, missing {s['missing']}, duplicated {s['duplicated_outputs']}; "
+        f"RSS {s['rss_mib']}; last minute "
+        f"{ {k: round(v) for k, v in s['per_minute'][-1].items() if k.endswith('_ms')} }"
+    )
+    write(report, args.out)
+
+
+if __name__ == "__main__":
+    main()
