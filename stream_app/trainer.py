@@ -641,11 +641,15 @@ def run_trainer(
     publisher = publisher or TopicPublisher(settings)
     metrics = TrainerMetrics()
     server = None
+    readiness = {"model": False, "consumer": False}
     if settings.trainer_metrics_port:
-        from prometheus_client import start_http_server
+        from stream_app.trainer_http import serve_trainer_views
 
-        server, _ = start_http_server(
-            settings.trainer_metrics_port, settings.trainer_metrics_bind, registry=metrics.registry
+        server = serve_trainer_views(
+            settings.trainer_metrics_port,
+            settings.trainer_metrics_bind,
+            metrics.registry,
+            ready=lambda: all(readiness.values()) and not stop.is_set(),
         )
     try:
         model = starting_model(settings, publisher)
@@ -657,12 +661,14 @@ def run_trainer(
             settings.online_training_frozen,
         )
         trainer = OnlineTrainer(settings, model, publisher, metrics, should_stop=stop.is_set)
+        readiness["model"] = True
         try:
             consumer = _Consumer(settings)
         except KafkaError as exc:
             raise TrainerError(
                 f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}"
             ) from None
+        readiness["consumer"] = True
         try:
             _loop(settings, trainer, consumer, stop)
         finally:

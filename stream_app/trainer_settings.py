@@ -99,9 +99,12 @@ class TrainerSettings(WorkerSettings):
     )
     # --- Operations --------------------------------------------------------------------
     trainer_metrics_port: int = Field(
-        6067, ge=0, le=65535, description="Prometheus /metrics port of the trainer. 0: off."
+        6067,
+        ge=0,
+        le=65535,
+        description="Port of the trainer's /health, /ready and /metrics. 0: off.",
     )
-    trainer_metrics_bind: str = Field("0.0.0.0", description="Address /metrics binds.")
+    trainer_metrics_bind: str = Field("0.0.0.0", description="Address the trainer's views bind.")
     trainer_poll_timeout_s: float = Field(
         0.5, gt=0, le=60, description="Longest wait of one poll of clickstream."
     )

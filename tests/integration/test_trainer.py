@@ -20,6 +20,7 @@ from subprocess import Popen
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
 from rnnrec_jax.data.events import SessionEvents
@@ -119,6 +120,16 @@ class TrainerRun:
                 return float(match.group(3))
         return 0.0
 
+    def view(self, path: str) -> tuple[int, dict]:
+        """``(status, JSON body)`` of one of the trainer's views (0 when not answering)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
+                return r.status, orjson.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, orjson.loads(exc.read() or b"{}")
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            return 0, {}
+
     def wait_for(self, check: Callable[[], bool], what: str, proc: Popen, timeout_s=150.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -194,6 +205,10 @@ def test_a_frozen_trainer_publishes_nothing(
     model_dir, _ = tiny
     run = TrainerRun(kafka_bootstrap, unique_name, tmp_path)
     with run.running(model_dir, RNNREC_ONLINE_TRAINING_FROZEN="true") as proc:
+        # The probes Kubernetes uses: alive, then ready once model and consumer are up.
+        run.wait_for(lambda: run.view("/ready")[0] == 200, "/ready", proc)
+        assert run.view("/health") == (200, {"status": "ok"})
+        assert run.view("/nope")[0] == 404
         run.replay(shifted_stream)
         run.wait_for(
             lambda: run.metric("rnnrec_trainer_decisions_total", outcome="frozen") >= 1,

@@ -21,6 +21,7 @@ import yaml
 
 from stream_app.settings import WorkerSettings, load_settings
 from stream_app.topics import TopicAdminSettings
+from stream_app.trainer_settings import TrainerSettings
 
 pytestmark = pytest.mark.unit
 
@@ -173,6 +174,9 @@ def test_probes_on_the_right_paths_and_port(rendered, role: str) -> None:
     assert probe_path(container, "startupProbe") == "/health"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["http"] == int(settings_of(docs)["RNNREC_WEB_PORT"])
+    if role == "trainer":  # the trainer serves its views on its own setting
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert int(env["RNNREC_TRAINER_METRICS_PORT"]) == ports["http"]
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["port"] == "http"
     startup = container["startupProbe"]
@@ -298,7 +302,7 @@ def test_credentials_only_by_reference(rendered) -> None:
 
 def known_setting_names() -> set[str]:
     names: set[str] = set()
-    for cls in (WorkerSettings, TopicAdminSettings):
+    for cls in (WorkerSettings, TopicAdminSettings, TrainerSettings):
         prefix = cls.model_config.get("env_prefix", "")
         for name, info in cls.model_fields.items():
             alias = info.validation_alias
