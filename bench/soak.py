@@ -31,11 +31,9 @@ import asyncio
 import bisect
 import json
 import os
-import platform
 import random
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+from host import free_port, machine, rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results"
@@ -59,48 +58,6 @@ _STARTED = time.monotonic()
 
 def log(msg: str) -> None:
     print(f"[{time.monotonic() - _STARTED:7.1f} s] {msg}", flush=True)
-
-
-def machine() -> dict[str, object]:
-    """CPU, memory, OS and library versions of this machine."""
-    import faust
-
-    model = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
-    mem_kb = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal:")
-    )
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "memory_gib": round(mem_kb / 2**20, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "faust": faust.__version__,
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def rss_bytes(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except FileNotFoundError:
-        pass
-    return 0
 
 
 def vocabulary(model: Path | None) -> list[str]:
