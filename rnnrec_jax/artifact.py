@@ -48,7 +48,7 @@ from rnnrec_jax.checkpoint import (
 from rnnrec_jax.config import ModelConfig, TrainConfig
 from rnnrec_jax.data.vocabulary import ItemVocabulary
 from rnnrec_jax.model_io import FORMAT as MODEL_FORMAT
-from rnnrec_jax.model_io import TrainedModel
+from rnnrec_jax.model_io import TrainedModel, jsonable
 
 __all__ = [
     "ARTIFACT_FORMAT",
@@ -183,19 +183,6 @@ def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _jsonable(obj: Any) -> Any:
-    # Metrics carry numpy scalars and tuples; manifests hold plain JSON only.
-    if isinstance(obj, Mapping):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
-
-
 @functools.lru_cache(maxsize=16)
 def _expected_tree(config_json: str) -> Any:
     import jax
@@ -265,7 +252,7 @@ def pack_model(
             "purchase_calibration": [float(x) for x in model.purchase_calibration],
         },
         "vocabulary": json.loads(model.vocab.to_json()),
-        "metrics": _jsonable(dict(model.metrics or {})),
+        "metrics": jsonable(dict(model.metrics or {})),
         "layout": _layout_of(model.params),
         "size": len(data),
         "sha256": sha256_hex(data),

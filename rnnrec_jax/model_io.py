@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,7 @@ def save_trained_model(
         version=version,
         vocabulary={"item_vocabulary": item_vocab.to_json()},
         config=config,
-        metrics=_jsonable(metrics or {}),
+        metrics=jsonable(metrics or {}),
         parent_version=parent_version,
         keep=keep,
     )
@@ -142,12 +143,12 @@ def load_trained_model(path: str | os.PathLike[str]) -> TrainedModel:
     )
 
 
-def _jsonable(obj: Any) -> Any:
-    # Reports carry numpy scalars and tuples; checkpoints want plain JSON.
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+def jsonable(obj: Any) -> Any:
+    """Plain JSON values from reports that carry numpy scalars, arrays and tuples."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
