@@ -39,7 +39,13 @@ def kafka() -> None:
 
 @kafka.command()
 @port_option
-@click.option("--timeout", type=click.FloatRange(1, 600), default=90.0, show_default=True)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(1, 1800),
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for an answer (an uncleanly stopped broker recovers its logs first).",
+)
 def up(port: int, timeout: float) -> None:
     """Start the broker (idempotent) and print its bootstrap address."""
     if _external_note():
@@ -94,3 +100,17 @@ def logs(port: int, lines: int) -> None:
     broker = LocalBroker(port=port)
     text = broker.logs(lines)
     click.echo(text if text else f"no log yet at {broker.log_file}")
+
+
+@kafka.command()
+@port_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def reset(port: int, yes: bool) -> None:
+    """Stop the local broker and delete its data (every topic and committed offset)."""
+    if _external_note():
+        return
+    broker = LocalBroker(port=port)
+    if not yes:
+        click.confirm(f"delete {broker.state_dir} (all topics and offsets)?", abort=True)
+    broker.reset()
+    click.echo(f"deleted {broker.state_dir}")

@@ -59,6 +59,17 @@ def cache_root() -> Path:
     return Path(base)
 
 
+def state_root() -> Path:
+    """Where broker state (config, data, log) lives: ``RNNREC_KAFKA_STATE_DIR`` or the cache.
+
+    CI points this at a fresh folder so that its broker never replays the logs of
+    thousands of earlier test topics (a broker killed uncleanly recovers every
+    partition at start, which can take minutes).
+    """
+    override = os.environ.get("RNNREC_KAFKA_STATE_DIR", "").strip()
+    return Path(override) if override else cache_root()
+
+
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     """True when nothing listens on ``host:port``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -148,7 +159,7 @@ class LocalBroker:
 
     @property
     def state_dir(self) -> Path:
-        return cache_root() / f"broker-{self.port}"
+        return state_root() / f"broker-{self.port}"
 
     @property
     def pid_file(self) -> Path:
@@ -257,11 +268,14 @@ class LocalBroker:
         if proc.returncode != 0:
             raise LocalBrokerError(f"formatting KRaft storage failed: {proc.stderr.strip()[:300]}")
 
-    def up(self, timeout_s: float = 90.0) -> str:
+    def up(self, timeout_s: float = 300.0) -> str:
         """Start the broker unless it already runs; wait until it answers metadata.
 
         Returns:
             The bootstrap address.
+
+        The wait is long because a broker stopped uncleanly recovers each partition's
+        log before it answers; a JVM that exits fails at once.
 
         Raises:
             LocalBrokerError: Java or Maven missing, port taken, or no answer in time.

@@ -51,12 +51,18 @@ needs_local_broker = pytest.mark.skipif(
 
 
 @needs_local_broker
-def test_up_is_idempotent_status_is_true_and_down_leaves_no_process(tmp_path: Path) -> None:
+def test_up_is_idempotent_status_is_true_and_down_leaves_no_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The state folder is the one RNNREC_KAFKA_STATE_DIR names (CI relies on it).
+    monkeypatch.setenv("RNNREC_KAFKA_STATE_DIR", str(tmp_path / "state"))
     port = free_port_pair()
     first = rnnrec("kafka", "up", "--port", str(port))
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip().endswith(f"127.0.0.1:{port}")
     broker = LocalBroker(port=port)
+    assert broker.state_dir == tmp_path / "state" / f"broker-{port}"
+    assert (broker.state_dir / "data" / "meta.properties").exists()
     pid = broker.pid()
     assert pid is not None and _pid_alive(pid)
     try:
@@ -74,7 +80,9 @@ def test_up_is_idempotent_status_is_true_and_down_leaves_no_process(tmp_path: Pa
     after = rnnrec("kafka", "status", "--port", str(port))
     assert after.returncode == 1 and "not running" in after.stdout
     assert "not running" in rnnrec("kafka", "down", "--port", str(port)).stdout
-    broker.reset()
+    reset = rnnrec("kafka", "reset", "--yes", "--port", str(port))
+    assert reset.returncode == 0 and "deleted" in reset.stdout
+    assert not broker.state_dir.exists(), "`reset` must delete the broker's data"
 
 
 def _one_line_error(proc: subprocess.CompletedProcess) -> str:
