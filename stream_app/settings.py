@@ -211,6 +211,15 @@ class WorkerSettings(KafkaSecuritySettings):
         description="Kafka consumer session timeout: how long a killed worker's partitions "
         "stay unowned before the group moves them (heartbeats every tenth of it).",
     )
+    standby_replicas: int = Field(
+        0,
+        ge=0,
+        le=8,
+        description="Faust standby replicas of the user-state table. 0 by default: a "
+        "standby holds another worker's users in memory too, and with faust-streaming "
+        "0.15.3 a partition was seen assigned as standby and active at once after a "
+        "rebalance (tests/chaos/test_rebalance.py).",
+    )
     stream_buffer_maxsize: int = Field(
         4096,
         ge=16,

@@ -754,6 +754,9 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.session_timeout_s / 10,
         stream_buffer_maxsize=settings.stream_buffer_maxsize,
+        # Standbys off by default: they double the users held in memory, and Faust
+        # 0.15.3 was seen assigning a partition as standby and active at once.
+        table_standby_replicas=settings.standby_replicas,
     )
 
     def raw_topic(role: str) -> faust.TopicT:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from stream_app.settings import (
@@ -101,3 +103,19 @@ def test_worker_cli_prints_a_bad_setting_without_traceback(
     assert exited.value.code == 1
     err = capsys.readouterr().err
     assert err.strip() == "rnnrec: error: RNNREC_STORE: must be memory:// or rocksdb://"
+
+
+def test_state_table_has_no_standby_replicas_unless_asked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Off by default (settings.standby_replicas says why); the setting reaches Faust.
+    from stream_app.worker import create_app
+    from tests.worker_scorers import RecentItemsScorer
+
+    monkeypatch.setenv("RNNREC_DATA_DIR", str(tmp_path))
+    runtime = create_app(load_settings(), scorer=RecentItemsScorer())
+    assert runtime.app.conf.table_standby_replicas == 0
+    monkeypatch.setenv("RNNREC_STANDBY_REPLICAS", "1")
+    monkeypatch.setenv("RNNREC_APP_ID", "rnnrec-standby-test")
+    runtime = create_app(load_settings(), scorer=RecentItemsScorer())
+    assert runtime.app.conf.table_standby_replicas == 1
