@@ -52,6 +52,11 @@ class WorkerMetrics:
             "Offsets accepted as absent after refetching (transaction markers, compaction).",
             registry=r,
         )
+        self.recovery_reseeks = Counter(
+            "rnnrec_recovery_reseeks",
+            "Changelog partitions fetched again because table recovery received nothing.",
+            registry=r,
+        )
         self.dead_letters = Counter(
             "rnnrec_dead_letters", "Records sent to the DLQ, by reason.", ["reason"], registry=r
         )

@@ -220,6 +220,14 @@ class WorkerSettings(KafkaSecuritySettings):
         "0.15.3 a partition was seen assigned as standby and active at once after a "
         "rebalance (tests/chaos/test_rebalance.py).",
     )
+    recovery_stall_s: float = Field(
+        15.0,
+        ge=0.0,
+        le=3600.0,
+        description="While the state table recovers, a changelog partition with records "
+        "left that receives nothing for this long is fetched again from where recovery "
+        "stands (stream_app.recovery_watchdog); 0 turns this off.",
+    )
     stream_buffer_maxsize: int = Field(
         4096,
         ge=16,

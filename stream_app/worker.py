@@ -802,6 +802,15 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
     async def _retry_refetches() -> None:
         await server.retry_refetches()
 
+    if settings.recovery_stall_s > 0:
+        from stream_app.recovery_watchdog import RecoveryWatchdog
+
+        watchdog = RecoveryWatchdog(app, settings.recovery_stall_s, metrics.recovery_reseeks.inc)
+
+        @app.timer(min(5.0, settings.recovery_stall_s / 3))
+        async def _watch_recovery() -> None:
+            await watchdog.tick()
+
     if settings.user_ttl_s > 0 and settings.user_ttl_sweep_s > 0:
         server.sweeper = IdleUserSweeper(
             table,

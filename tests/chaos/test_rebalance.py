@@ -9,9 +9,11 @@ produced around it.
 This test caught faust-streaming 0.15.3 dropping the record that arrives during a
 rebalance and committing over it (one event lost per hole); the worker's contiguity
 guard (``ClickstreamServer._contiguous``: seek back to the missing offset) is what
-makes it pass. It also catches a recovery stall of Faust's that is still open: after B
-leaves, worker A sometimes never receives the records of the changelog partitions it
-gets back, so its table recovery waits forever (see the xfail reason). Two join/leave cycles at 60 events/s make the race likely in each run.
+makes it pass. It also caught a recovery stall (3 of 23 runs before the fix): after B
+left, worker A never received the records of the changelog partitions it got back,
+so its table recovery waited forever and outputs stopped. The recovery watchdog
+(``stream_app.recovery_watchdog``) fetches such a partition again; in 12 runs with it,
+one stall happened and was healed 20 s later with nothing lost. Two join/leave cycles at 60 events/s make the race likely in each run.
 """
 
 from __future__ import annotations
@@ -78,13 +80,6 @@ def resume_figures(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="known, open (faust-streaming 0.15.3): in 3 of 23 runs on 2026-11-28 (1 of 12 with standbys off), after B "
-    "left, A's table recovery never received the records of the changelog partitions it "
-    "got back ('No event received for active tp ... since recovery start'), so outputs "
-    "stopped (690 and 709 of 1,760 within the wait). Standbys off did not cure it.",
-)
 def test_second_worker_joins_and_leaves_without_loss_and_resume_time_is_measured(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
