@@ -12,7 +12,10 @@ back. Reported:
 * per minute: events produced, outputs, latency p50/p95/p99/max (output broker
   timestamp minus input broker timestamp, matched by event id, first output);
 * loss: every produced event must have a recommendation at the end (missing ids are
-  counted, duplicates too).
+  counted, duplicates too);
+* per minute, to tell the worker's own time from waiting: CPU used by the worker, the
+  broker and this driver (from /proc), the worker's mean batch size and step time and
+  its garbage-collector passes (scraped from its ``/metrics``).
 
 The capacity is an argument (``--capacity``; BENCHMARKS.md measured about 1,000 to
 1,700 events/s for this worker with the 1pct model on the project machine), so the
@@ -44,7 +47,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from host import free_port, machine, rss_bytes
+from host import cpu_seconds, free_port, machine, rss_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "results"
@@ -104,6 +107,16 @@ class EventSource:
         return user.encode(), orjson.dumps(document), index
 
 
+def local_broker_pid(bootstrap: str) -> int | None:
+    """The pid of the project's local broker at ``bootstrap`` (None for another broker)."""
+    from stream_app.kafka_local import LocalBroker
+
+    host, _, port = bootstrap.rpartition(":")
+    if host not in ("127.0.0.1", "localhost") or not port.isdigit():
+        return None
+    return LocalBroker(port=int(port)).pid()
+
+
 def create_topics(bootstrap: str, prefix: str, partitions: int) -> None:
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
@@ -157,6 +170,7 @@ async def drive(args: argparse.Namespace, prefix: str, pid: int) -> dict[str, ob
     out_count = np.zeros(planned, np.int32)
     source = EventSource(args.users, vocabulary(args.model), seed=args.seed)
     rss: list[tuple[float, int]] = []
+    probes: list[dict[str, float]] = []  # CPU and worker metrics every 5 s
     producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks=1, linger_ms=5)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=args.bootstrap, group_id=None, enable_auto_commit=False
@@ -183,7 +197,14 @@ async def drive(args: argparse.Namespace, prefix: str, pid: int) -> dict[str, ob
     async def sample() -> None:
         started = time.monotonic()
         while True:
-            rss.append((time.monotonic() - started, rss_bytes(pid)))
+            t = time.monotonic() - started
+            rss.append((t, rss_bytes(pid)))
+            figures = await asyncio.to_thread(scrape, args.web_port)
+            figures.update(
+                t=t, worker_cpu_s=cpu_seconds(pid), driver_cpu_s=cpu_seconds(os.getpid()),
+                broker_cpu_s=cpu_seconds(args.broker_pid) if args.broker_pid else float("nan"),
+            )  # fmt: skip
+            probes.append(figures)
             await asyncio.sleep(5.0)
 
     def stamped(index: int):
@@ -235,8 +256,64 @@ async def drive(args: argparse.Namespace, prefix: str, pid: int) -> dict[str, ob
         "out_ts": out_ts[:produced],
         "out_count": out_count[:produced],
         "rss": rss,
+        "probes": probes,
         "rate": rate,
     }
+
+
+_SCRAPED = {
+    "rnnrec_batch_size_sum": "batched_events",
+    "rnnrec_batch_size_count": "batches",
+    "rnnrec_step_seconds_sum": "step_s",
+    "rnnrec_step_seconds_count": "steps",
+    "python_gc_collections_total": "gc",
+}
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The worker's batch, step and GC counters from its ``/metrics`` (empty on error)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name = _SCRAPED.get(sample.name)
+            if name == "gc":
+                name = f"gc{sample.labels.get('generation')}"
+            if name:
+                out[name] = sample.value
+    return out
+
+
+def per_minute_resources(probes: list[dict[str, float]]) -> list[dict[str, float]]:
+    """CPU shares and worker counters per minute of the run, from the 5 s probes."""
+    rows = []
+    for m in range(int(max((p["t"] for p in probes), default=0) // 60) + 1):
+        inside = [p for p in probes if m * 60 <= p["t"] <= (m + 1) * 60 + 0.5]
+        if len(inside) < 2:
+            continue
+        a, b = inside[0], inside[-1]
+        dt = b["t"] - a["t"]
+
+        def delta(key: str, a=a, b=b) -> float:
+            return float(b.get(key, float("nan")) - a.get(key, float("nan")))
+
+        batches, steps = delta("batches"), delta("steps")
+        rows.append({
+            "minute": m + 1,
+            "worker_cpu_pct": round(100 * delta("worker_cpu_s") / dt, 1),
+            "broker_cpu_pct": round(100 * delta("broker_cpu_s") / dt, 1),
+            "driver_cpu_pct": round(100 * delta("driver_cpu_s") / dt, 1),
+            "mean_batch": round(delta("batched_events") / batches, 1) if batches else None,
+            "mean_step_ms": round(1000 * delta("step_s") / steps, 1) if steps else None,
+            "gc2_passes": delta("gc2"),
+        })  # fmt: skip
+    return rows
 
 
 def summarise(raw: dict[str, object]) -> dict[str, object]:
@@ -274,6 +351,7 @@ def summarise(raw: dict[str, object]) -> dict[str, object]:
             "slope_mib_per_min_after_warmup": None if slope is None else round(slope, 2),
         },
         "rss_trace": [(round(float(a), 1), round(float(b), 1)) for a, b in zip(t, r, strict=True)],
+        "resources_per_minute": per_minute_resources(raw["probes"]),
     }
 
 
@@ -305,6 +383,20 @@ def write(report: dict[str, object], out: Path) -> None:
             f"{row.get('p50_ms', float('nan')):.0f} | {row.get('p95_ms', float('nan')):.0f} | "
             f"{row.get('p99_ms', float('nan')):.0f} | {row.get('max_ms', float('nan')):.0f} |"
         )
+    lines += [
+        "",
+        "CPU per minute (100 % = one core of the 2) and the worker's own counters:",
+        "",
+        "| minute | worker CPU % | broker CPU % | driver CPU % | mean batch | mean step ms "
+        "| GC gen-2 passes |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in s["resources_per_minute"]:
+        lines.append(
+            f"| {row['minute']} | {row['worker_cpu_pct']} | {row['broker_cpu_pct']} | "
+            f"{row['driver_cpu_pct']} | {row['mean_batch']} | {row['mean_step_ms']} | "
+            f"{row['gc2_passes']:.0f} |"
+        )
     (out / "soak.md").write_text("\n".join(lines) + "\n")
 
     import matplotlib
@@ -312,7 +404,7 @@ def write(report: dict[str, object], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(16, 4))
     t, r = zip(*s["rss_trace"], strict=True)
     ax1.plot(np.array(t) / 60, r)
     ax1.set_xlabel("minutes")
@@ -327,6 +419,15 @@ def write(report: dict[str, object], out: Path) -> None:
     ax2.set_yscale("log")
     ax2.legend()
     ax2.grid(alpha=0.3)
+    res = s["resources_per_minute"]
+    for name in ("worker_cpu_pct", "broker_cpu_pct", "driver_cpu_pct"):
+        ax3.plot([row["minute"] for row in res], [row[name] for row in res], "o-",
+                 label=name.split("_")[0])  # fmt: skip
+    ax3.set_xlabel("minute")
+    ax3.set_ylabel("CPU % (100 = one core)")
+    ax3.set_ylim(bottom=0)
+    ax3.legend()
+    ax3.grid(alpha=0.3)
     fig.suptitle(f"Soak at {s['offered_rate']:,.0f} events/s for {report['minutes']} min")
     fig.tight_layout()
     fig.savefig(out / "soak.png", dpi=110)
@@ -362,10 +463,11 @@ def main() -> None:
     if args.scorer_factory:
         args.model = None
     sys.path.insert(0, str(ROOT))
+    args.broker_pid = local_broker_pid(args.bootstrap)
 
     prefix = f"bench-soak-{uuid.uuid4().hex[:8]}"
     create_topics(args.bootstrap, prefix, args.partitions)
-    port = free_port()
+    port = args.web_port = free_port()
     work = Path(tempfile.mkdtemp(prefix="rnnrec-soak-"))
     log_path = work / "worker.log"
     env = dict(

@@ -26,6 +26,9 @@ def worker(loglevel: str) -> None:
         runtime = create_app(settings)
     except (ValueError, ImportError, OSError) as exc:
         raise click.ClickException(f"cannot load the model: {exc}") from None
+    from stream_app.gc_tuning import tune_gc
+
+    tune_gc(settings.gc_gen0_threshold)
     # Faust's Worker installs SIGTERM/SIGINT handlers that stop the app cleanly
     # (agents finish their batch, the consumer commits what was acked).
     Worker(runtime.app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["CONTENT_TYPE_LATEST", "WorkerMetrics"]
@@ -24,6 +32,10 @@ class WorkerMetrics:
         """Create the metrics in a fresh registry."""
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        # CPU seconds, RSS and garbage-collector passes of the process: an operator
+        # tells a worker that computes from one that waits, and sees GC pauses.
+        ProcessCollector(registry=r)
+        GCCollector(registry=r)
         self.events_in = Counter("rnnrec_events_in", "Clickstream records consumed.", registry=r)
         self.events_applied = Counter(
             "rnnrec_events_applied", "Events that stepped a user's state.", registry=r

@@ -84,6 +84,10 @@ def test_metrics_count_the_stream_and_stay_consistent(
     assert count == n and 0 < total / count < elapsed  # from the broker timestamp, per record
     cumulative = [c for _, c in buckets]
     assert cumulative == sorted(cumulative) and buckets[-1] == (float("inf"), n)
+    # Process figures of the worker itself (the worker ran a jitted model: CPU was spent).
+    assert value(samples, "process_cpu_seconds_total") > 0
+    assert value(samples, "process_resident_memory_bytes") > 50 * 2**20
+    assert value(samples, "python_gc_collections_total", generation="0") > 0
 
     # The served output agrees with what the metrics say about the model.
     rec = orjson.loads(read_outputs(setup, "recommendations", 1)[0].value)
