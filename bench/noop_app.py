@@ -5,7 +5,8 @@ acks, ``stream_wait_empty``, web views), same consumer settings and
 ``noack_take(max_batch, within=max_wait_s)`` batching, orjson decode of each event,
 one output message of about the size of a recommendation per input event (to the
 recommendations topic), every send's acknowledgement awaited, then the batch acked.
-No table, no model. Configured by the same ``RNNREC_*`` variables as the worker:
+No table, no model. The same process set-up as ``rnnrec worker`` (root log level,
+garbage-collector tuning). Configured by the same ``RNNREC_*`` variables as the worker:
 
     RNNREC_TOPIC_PREFIX=... RNNREC_APP_ID=... .venv/bin/python bench/noop_app.py
 """
@@ -90,6 +91,11 @@ def create_noop_app() -> faust.App:
 
 
 if __name__ == "__main__":
-    from faust.worker import Worker
+    from stream_app.cli_worker import faust_worker
+    from stream_app.gc_tuning import tune_gc
 
-    Worker(create_noop_app(), loglevel="warn", quiet=True).execute_from_commandline()
+    # The worker's process set-up too (log level, garbage collector), so the two
+    # differ only in what they do per event.
+    app = create_noop_app()
+    tune_gc(load_settings().gc_gen0_threshold)
+    faust_worker(app, "warn").execute_from_commandline()
