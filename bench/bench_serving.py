@@ -312,6 +312,7 @@ def start(
         "RNNREC_TOPIC_RECOMMENDATIONS": topics["rec"],
         "RNNREC_TOPIC_PURCHASE_PREDICTIONS": topics["pp"],
         "RNNREC_TOPIC_DLQ": topics["dlq"],
+        "RNNREC_TOPIC_CLICKSTREAM_REPARTITION": topics["in"] + "-rk",
         "RNNREC_TOPIC_MODEL_UPDATES": topics["in"] + "-mu",
         "RNNREC_TOPIC_ITEM_UPDATES": topics["in"] + "-iu",
         "RNNREC_APP_ID": app_id,

@@ -49,6 +49,8 @@ acls=(
   "rnnrec-worker|topic|literal|${p}recommendations|Write,Describe"
   "rnnrec-worker|topic|literal|${p}purchase-predictions|Write,Describe"
   "rnnrec-worker|topic|literal|${p}clickstream-dlq|Write,Describe"
+  # Events not keyed by user_id, re-sent keyed by user and read back (RNNREC_REPARTITION).
+  "rnnrec-worker|topic|literal|${p}clickstream-repartition|Read,Write,Describe"
   # Faust's internal topics (changelogs, repartition, leader) carry the app id.
   "rnnrec-worker|topic|prefixed|rnnrec-worker-|Create,Read,Write,Describe,DescribeConfigs"
   "rnnrec-worker|group|prefixed|rnnrec-worker|Read,Describe"
@@ -60,6 +62,7 @@ acls=(
   "rnnrec-admin|topic|literal|${p}recommendations|Create,Describe,DescribeConfigs"
   "rnnrec-admin|topic|literal|${p}purchase-predictions|Create,Describe,DescribeConfigs"
   "rnnrec-admin|topic|literal|${p}clickstream-dlq|Create,Describe,DescribeConfigs"
+  "rnnrec-admin|topic|literal|${p}clickstream-repartition|Create,Describe,DescribeConfigs"
   "rnnrec-admin|topic|literal|${p}model-updates|Create,Describe,DescribeConfigs"
   "rnnrec-admin|topic|literal|${p}item-updates|Create,Describe,DescribeConfigs"
   "rnnrec-keda|topic|literal|${p}clickstream|Describe"

@@ -156,7 +156,11 @@ def _repeated_field(value: bytes) -> str | None:
 
 
 def decode_click_event(
-    key: bytes | None, value: bytes | None, limits: InputLimits, now: float
+    key: bytes | None,
+    value: bytes | None,
+    limits: InputLimits,
+    now: float,
+    check_key: bool = True,
 ) -> ClickEvent | Rejection:
     """Decode one clickstream record and check it against the topic contract.
 
@@ -165,6 +169,8 @@ def decode_click_event(
         value: the record value (a JSON object).
         limits: size, id length and time bounds.
         now: the worker's clock (epoch seconds), for the future-time bound.
+        check_key: reject a key other than user_id (``key_mismatch``); false where
+            the key does not matter (the trainer, which groups by user_id itself).
 
     Returns:
         The event, or a `Rejection` with the first rule broken.
@@ -217,7 +223,7 @@ def decode_click_event(
         key_text = None if key is None else key.decode("utf-8")
     except UnicodeDecodeError:
         key_text = None
-    if key_text != user_id:
+    if check_key and key_text != user_id:
         # Per-user order and state locality rest on the key being the user id.
         return Rejection(ErrorKind.KEY_MISMATCH, "record key is not the event's user_id")
     return ClickEvent(

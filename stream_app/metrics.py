@@ -69,6 +69,11 @@ class WorkerMetrics:
             "Changelog partitions fetched again because table recovery received nothing.",
             registry=r,
         )
+        self.repartitioned = Counter(
+            "rnnrec_repartitioned",
+            "Valid events whose key was not their user_id, re-sent keyed by user_id.",
+            registry=r,
+        )
         self.dead_letters = Counter(
             "rnnrec_dead_letters", "Records sent to the DLQ, by reason.", ["reason"], registry=r
         )

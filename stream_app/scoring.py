@@ -241,6 +241,32 @@ def scorer_from_trained(model: Any, settings: WorkerSettings) -> ServingModelSco
     return scorer
 
 
+_EXACT_KEYS = ("time", "t_hi", "t_lo", "dwell", "repeat")
+"""Float leaves float16 cannot hold: epoch times (overflow above 65,504) and the
+purchase head's running session sums (dwell seconds reach that in long sessions)."""
+
+
+def exact_positions(
+    names: Sequence[str], dtypes: Sequence[np.dtype], sizes: Sequence[int]
+) -> np.ndarray:
+    """Flat carry positions that need float32: integer leaves, times, session sums.
+
+    Args:
+        names: each leaf's path in the carry pytree (``jax.tree_util.keystr``).
+        dtypes: each leaf's dtype.
+        sizes: each leaf's number of values per row.
+
+    Returns:
+        int32 positions, ascending.
+    """
+    out, start = [], 0
+    for name, dtype, size in zip(names, dtypes, sizes, strict=True):
+        if not np.issubdtype(dtype, np.floating) or any(key in name for key in _EXACT_KEYS):
+            out.extend(range(start, start + size))
+        start += size
+    return np.asarray(out, np.int32)
+
+
 class ServingModelScorer:
     """Adapts ``rnnrec_jax.serving.ServingModel`` to `Scorer`.
 
@@ -248,7 +274,10 @@ class ServingModelScorer:
     the last representation and logit, the last event time); here it is flattened
     to one float32 vector per user so the worker stores plain bytes, and cast back to
     each leaf's dtype on the way in (integer leaves such as counts and recent item
-    indices are exact in float32 below 2**24; the float16 carry option rounds them).
+    indices are exact in float32 below 2**24). `exact_carry_positions` names the
+    positions of integer leaves, event times and the purchase head's session sums,
+    which the float16 carry option keeps in float32: float16 holds integers exactly only up to 2,048 and overflows above
+    65,504, so an epoch time became infinite and item indices were rounded.
     The serving model pads rows to its buckets, so the jitted step compiles once per
     bucket and never in steady state (`compile_count`).
     """
@@ -260,10 +289,14 @@ class ServingModelScorer:
         self._model = model
         self._buckets = tuple(buckets) if buckets is not None else tuple(model.buckets)
         template = model.init_carry(1)
-        leaves, self._treedef = jax.tree_util.tree_flatten(template)
+        with_paths, self._treedef = jax.tree_util.tree_flatten_with_path(template)
+        leaves = [leaf for _, leaf in with_paths]
         self._shapes = [np.shape(leaf)[1:] for leaf in leaves]
         self._dtypes = [np.asarray(leaf).dtype for leaf in leaves]
         self._sizes = [int(np.prod(shape)) for shape in self._shapes]
+        self.exact_carry_positions = exact_positions(
+            [jax.tree_util.keystr(path) for path, _ in with_paths], self._dtypes, self._sizes
+        )
         self._initial = np.concatenate(
             [np.asarray(leaf, np.float32).reshape(-1) for leaf in leaves]
         )

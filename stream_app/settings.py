@@ -80,6 +80,11 @@ class WorkerSettings(KafkaSecuritySettings):
         "purchase-predictions", description="Purchase probability per event."
     )
     topic_dlq: str = Field("clickstream-dlq", description="Rejected input, with reasons.")
+    topic_clickstream_repartition: str = Field(
+        "clickstream-repartition",
+        description="Input events re-keyed by user_id (records whose key was not their "
+        "user_id); consumed with clickstream, same partitions.",
+    )
     topic_model_updates: str = Field("model-updates", description="Model versions (compacted).")
     topic_item_updates: str = Field("item-updates", description="Item availability (compacted).")
     partitions: int = Field(
@@ -90,6 +95,12 @@ class WorkerSettings(KafkaSecuritySettings):
         True,
         description="Create missing input/output topics at start; false where a topics Job "
         "owns them and the worker may only describe them.",
+    )
+    repartition: bool = Field(
+        True,
+        description="A valid event whose record key is not its user_id is re-sent to "
+        "clickstream-repartition keyed by user_id and served from there; false sends it "
+        "to the DLQ (key_mismatch) instead.",
     )
     commit_interval_s: float = Field(
         2.8, gt=0, le=300, description="How often acknowledged input offsets are committed."
@@ -290,6 +301,7 @@ class WorkerSettings(KafkaSecuritySettings):
         "topic_recommendations",
         "topic_purchase_predictions",
         "topic_dlq",
+        "topic_clickstream_repartition",
         "topic_model_updates",
         "topic_item_updates",
         "model_name",
@@ -340,6 +352,7 @@ TOPIC_ROLES: tuple[str, ...] = (
     "recommendations",
     "purchase_predictions",
     "dlq",
+    "clickstream_repartition",
     "model_updates",
     "item_updates",
 )

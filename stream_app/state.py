@@ -62,6 +62,8 @@ class UserState:
         event_count: events applied in total.
         source_partition: input partition of the last applied event.
         source_offset: input offset of the last applied event (-1: none).
+        source_rekeyed: the last applied event came from ``clickstream-repartition``
+            (its partition and offset are in that topic), not from ``clickstream``.
         recent_events: ``(event_id, digest)`` of the last L events, oldest first.
         last_result: outputs of the last applied event.
     """
@@ -76,12 +78,21 @@ class UserState:
     event_count: int = 0
     source_partition: int = -1
     source_offset: int = -1
+    source_rekeyed: bool = False
     recent_events: list[tuple[str, bytes]] = field(default_factory=list)
     last_result: LastResult | None = None
 
-    def applied(self, partition: int, offset: int) -> bool:
-        """True when the record at ``partition``/``offset`` is already in this state."""
-        return partition == self.source_partition and offset <= self.source_offset
+    def applied(self, partition: int, offset: int, rekeyed: bool = False) -> bool:
+        """True when the record at ``partition``/``offset`` is already in this state.
+
+        ``rekeyed``: the record is on ``clickstream-repartition``, whose offsets are
+        not comparable with ``clickstream``'s.
+        """
+        return (
+            rekeyed == self.source_rekeyed
+            and partition == self.source_partition
+            and offset <= self.source_offset
+        )
 
     def digest_of(self, event_id: str) -> bytes | None:
         """The stored digest of a recent event id, or None if not among the last L."""
@@ -91,12 +102,19 @@ class UserState:
         return None
 
 
-def encode_state(state: UserState, carry_dtype: CarryDtype = CarryDtype.FLOAT32) -> bytes:
+def encode_state(
+    state: UserState,
+    carry_dtype: CarryDtype = CarryDtype.FLOAT32,
+    exact_positions: np.ndarray | None = None,
+) -> bytes:
     """Serialise a user's state for the table.
 
     Args:
         state: the state to store.
         carry_dtype: float32 (exact) or float16 (half the carry bytes).
+        exact_positions: with float16, carry positions also stored as float32 (the
+            scorer's `exact_carry_positions`: item indices, counts and event times,
+            which float16 would round or overflow).
 
     Returns:
         The record bytes.
@@ -114,10 +132,17 @@ def encode_state(state: UserState, carry_dtype: CarryDtype = CarryDtype.FLOAT32)
         "o": state.source_offset,
         "e": [[eid, base64.b64encode(d).decode("ascii")] for eid, d in state.recent_events],
     }
+    if state.source_rekeyed:
+        record["k"] = 1  # absent in records written before repartitioning existed
     if state.carry is not None:
         dtype = np.float16 if carry_dtype == CarryDtype.FLOAT16 else np.float32
         record["c"] = base64.b64encode(state.carry.astype(dtype).tobytes()).decode("ascii")
         record["cd"] = str(carry_dtype)
+        if dtype == np.float16 and exact_positions is not None and len(exact_positions):
+            positions = np.asarray(exact_positions, np.int32)
+            record["ci"] = base64.b64encode(positions.tobytes()).decode("ascii")
+            exact = state.carry[positions].astype(np.float32)
+            record["ce"] = base64.b64encode(exact.tobytes()).decode("ascii")
     if state.last_result is not None:
         r = state.last_result
         record["r"] = [
@@ -156,6 +181,9 @@ def decode_state(data: bytes) -> UserState:
             dtype = np.float16 if record["cd"] == CarryDtype.FLOAT16 else np.float32
             raw = base64.b64decode(record["c"])
             carry = np.frombuffer(raw, dtype=dtype).astype(np.float32)
+            if "ci" in record:
+                positions = np.frombuffer(base64.b64decode(record["ci"]), np.int32)
+                carry[positions] = np.frombuffer(base64.b64decode(record["ce"]), np.float32)
         last = None
         if "r" in record:
             last = LastResult(*record["r"])
@@ -170,6 +198,7 @@ def decode_state(data: bytes) -> UserState:
             event_count=record["n"],
             source_partition=record["p"],
             source_offset=record["o"],
+            source_rekeyed=bool(record.get("k", 0)),
             recent_events=[(eid, base64.b64decode(d)) for eid, d in record["e"]],
             last_result=last,
         )
@@ -252,6 +281,7 @@ def open_session(
             session_counter=state.session_counter,
             source_partition=state.source_partition,
             source_offset=state.source_offset,
+            source_rekeyed=state.source_rekeyed,
             recent_events=state.recent_events,
         )
     reset = starts_new_session(state, event, rules)
@@ -282,6 +312,7 @@ def record_step(
     offset: int,
     history_length: int,
     result: LastResult | None,
+    rekeyed: bool = False,
 ) -> UserState:
     """The state after the model stepped on ``event``.
 
@@ -294,6 +325,7 @@ def record_step(
         offset: the event's input offset.
         history_length: L, the item ids and event ids kept.
         result: the outputs sent for the event (None: filled in once scored).
+        rekeyed: the event came from ``clickstream-repartition``.
 
     Returns:
         A new `UserState`.
@@ -308,6 +340,7 @@ def record_step(
         event_count=state.event_count + 1,
         source_partition=partition,
         source_offset=offset,
+        source_rekeyed=rekeyed,
         recent_events=[*state.recent_events, (event.event_id, event.digest)][-history_length:],
         last_result=result,
     )

@@ -9,7 +9,8 @@ from their state, so a mismatch is reported with what to fix and the exit status
 Layout (names and counts come from `WorkerSettings`, ``RNNREC_*``):
 
 * ``clickstream``, ``recommendations``, ``purchase-predictions``,
-  ``clickstream-dlq``: ``RNNREC_PARTITIONS`` partitions (default 6), keyed by user.
+  ``clickstream-dlq``, ``clickstream-repartition``: ``RNNREC_PARTITIONS`` partitions
+  (default 6), keyed by user.
 * ``item-updates``: compacted (latest availability per item), same partitions.
 * ``model-updates``: compacted, one partition so manifest, chunks and serving
   pointer are read in the order the trainer wrote them, and ``max.message.bytes``
@@ -102,7 +103,7 @@ def min_insync_replicas(replication_factor: int) -> int:
 
 
 def topic_specs(settings: WorkerSettings, admin: TopicAdminSettings) -> list[TopicSpec]:
-    """The six topics rnnrec uses, with partitions, replication and configs.
+    """The seven topics rnnrec uses, with partitions, replication and configs.
 
     Args:
         settings: topic names (with ``topic_prefix``), partitions, replication factor.
@@ -110,7 +111,7 @@ def topic_specs(settings: WorkerSettings, admin: TopicAdminSettings) -> list[Top
 
     Returns:
         Specs in a stable order: clickstream, recommendations, purchase-predictions,
-        clickstream-dlq, model-updates, item-updates.
+        clickstream-dlq, clickstream-repartition, model-updates, item-updates.
     """
     rf = settings.replication_factor
     durable = {"min.insync.replicas": str(min_insync_replicas(rf))}
@@ -120,6 +121,7 @@ def topic_specs(settings: WorkerSettings, admin: TopicAdminSettings) -> list[Top
         TopicSpec(settings.topic("recommendations"), by_user, rf, dict(durable)),
         TopicSpec(settings.topic("purchase_predictions"), by_user, rf, dict(durable)),
         TopicSpec(settings.topic("dlq"), by_user, rf, dict(durable)),
+        TopicSpec(settings.topic("clickstream_repartition"), by_user, rf, dict(durable)),
         TopicSpec(
             settings.topic("model_updates"),
             MODEL_UPDATES_PARTITIONS,

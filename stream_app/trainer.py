@@ -691,7 +691,7 @@ def _loop(
     last_commit = time.monotonic()
     while not stop.is_set():
         records = consumer.poll(settings.trainer_poll_timeout_s)
-        for event in _decode(records, limits, trainer.metrics):
+        for event in _decode(records, limits, trainer.metrics, settings.repartition):
             if armed is None:
                 boundary = trainer.cadence.crossing(event.ts)
                 if boundary is not None:
@@ -724,14 +724,18 @@ def _loop(
 
 
 def _decode(
-    records: Iterable[Any], limits: InputLimits, metrics: TrainerMetrics
+    records: Iterable[Any], limits: InputLimits, metrics: TrainerMetrics, any_key: bool
 ) -> Iterable[ClickEvent]:
+    """Valid events of a poll. ``any_key``: the workers repartition events keyed by
+    something else than user_id and serve them, so the trainer learns from them too
+    (from ``clickstream``; it never reads ``clickstream-repartition``, which would
+    count them twice)."""
     now = time.time()
     for record in records:
         headers = dict(record.headers or ())
         if headers.get("rnnrec.command"):
             continue  # a command for the worker (user deletion), not an event
-        decoded = decode_click_event(record.key, record.value, limits, now)
+        decoded = decode_click_event(record.key, record.value, limits, now, check_key=not any_key)
         if isinstance(decoded, Rejection):
             metrics.events_rejected.labels(reason=str(decoded.kind)).inc()
             continue

@@ -48,9 +48,17 @@ idle-user sweep (`stream_app.user_ttl`) deletes expired users through the table
 (changelog tombstones, flushed like any state write), and the unavailable items of
 ``item-updates`` (`stream_app.item_updates`) reach the scorer at the start of a batch.
 
-Input must be keyed by user_id (the stored offset is then the clickstream offset).
-A record whose key is not its user_id goes to the DLQ (``key_mismatch``) rather than
-being repartitioned, so per-user order is the producer's partition order.
+Input should be keyed by user_id: the table is partitioned like ``clickstream``, so a
+user's events and state meet on one partition. A valid record whose key is not its
+user_id (no key, another id) is repartitioned: re-sent unchanged to
+``clickstream-repartition`` keyed by user_id, in step (1) like an output, and served
+when it comes back from there (the agent consumes both topics; they have the same
+partition count, so Faust assigns them together). Its user's stored offset is then
+that topic's (``UserState.source_rekeyed``). Per-user order holds among events that came
+through one input partition: a constant wrong key keeps it, no key (spread over the
+partitions by the producer) does not, though each event is still applied once. ``RNNREC_REPARTITION=false`` sends such records
+to the DLQ (``key_mismatch``) instead, as does a wrong key on the repartition topic
+itself (nothing loops).
 """
 
 from __future__ import annotations
@@ -160,6 +168,7 @@ class ClickstreamServer:
         # One thread: the step is not re-entrant, and JAX releases the GIL anyway.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnrec-step")
         metrics.set_model_version(scorer.version)
+        self.rekeyed_topic = settings.topic("clickstream_repartition")
         # Set by create_app when following model-updates; see `_swap_model`.
         self.follower: ModelFollower | None = None
         # Set by create_app: item-updates (unavailable items) and the idle-user sweep.
@@ -261,6 +270,7 @@ class ClickstreamServer:
         self.metrics.batch_size.observe(len(events))
         plans: dict[str, _UserPlan] = {}
         dead: list[DeadLetter] = []
+        rekey: list[tuple[str, Any]] = []  # (user_id, message) to repartition
         resends: list[LastResult] = []
         resend_keys: list[str] = []
         for event in events:
@@ -271,7 +281,11 @@ class ClickstreamServer:
                 continue
             decoded = decode_click_event(message.key, message.value, self.limits, now)
             if isinstance(decoded, Rejection):
-                dead.append(self._dead_letter(message, decoded))
+                if self._may_repartition(message, decoded):
+                    # Valid but for its key: decode_click_event checked user_id.
+                    rekey.append((orjson.loads(message.value)["user_id"], message))
+                else:
+                    dead.append(self._dead_letter(message, decoded))
                 continue
             if self.sweeper is not None:
                 self.sweeper.observe(decoded.ts)  # the sweep's clock is event time
@@ -295,6 +309,7 @@ class ClickstreamServer:
 
         # (1) Send every output and wait for the broker's acknowledgements.
         futures = [await self._send_dead_letter(d) for d in dead]
+        futures.extend([await self._repartition(user_id, m) for user_id, m in rekey])
         for user_id, result in zip(resend_keys, resends, strict=True):
             futures.extend(await self._send_result(user_id, result))
         for (user_id, plan), user_outputs, carry in zip(
@@ -428,7 +443,8 @@ class ClickstreamServer:
     ) -> Rejection | LastResult | None:
         message = faust_event.message
         state = plan.state
-        if state.applied(message.partition, message.offset):
+        rekeyed = message.topic == self.rekeyed_topic
+        if state.applied(message.partition, message.offset, rekeyed):
             return self._redelivered(state, event)
         seen_digest = state.digest_of(event.event_id)
         if seen_digest is not None:
@@ -473,6 +489,7 @@ class ClickstreamServer:
             message.offset,
             self.settings.history_length,
             result=None,
+            rekeyed=rekeyed,
         )
         plan.last_event = faust_event
         plan.changed = True
@@ -591,6 +608,20 @@ class ClickstreamServer:
             self.settings.dlq_max_payload_bytes,
         )
 
+    def _may_repartition(self, message: Any, rejection: Rejection) -> bool:
+        return (
+            rejection.kind == ErrorKind.KEY_MISMATCH
+            and self.settings.repartition
+            and message.topic != self.rekeyed_topic
+        )
+
+    async def _repartition(self, user_id: str, message: Any) -> Any:
+        """Re-send a valid event keyed by its user (same bytes and headers)."""
+        self.metrics.repartitioned.inc()
+        return await self.topics["clickstream_repartition"].send(
+            key=user_id.encode("utf-8"), value=message.value, headers=list(message.headers or ())
+        )
+
     async def _send_dead_letter(self, letter: DeadLetter) -> Any:
         self.metrics.outputs.labels(role="dlq").inc()
         return await self.topics["dlq"].send(
@@ -624,7 +655,11 @@ class ClickstreamServer:
                 if user_id in self.table:
                     del self.table[user_id]
             else:
-                self.table[user_id] = encode_state(plan.state, self.settings.carry_dtype)
+                self.table[user_id] = encode_state(
+                    plan.state,
+                    self.settings.carry_dtype,
+                    getattr(self.scorer, "exact_carry_positions", None),
+                )
         finally:
             _current_event.reset(token)
 
@@ -648,7 +683,8 @@ def ensure_topics(settings: WorkerSettings) -> None:
     from stream_app.kafka_security import kafka_python_kwargs
 
     security = kafka_python_kwargs(settings)
-    roles = ("clickstream", "recommendations", "purchase_predictions", "dlq")
+    roles = ("clickstream", "clickstream_repartition", "recommendations",
+             "purchase_predictions", "dlq")  # fmt: skip
     wanted = [settings.topic(role) for role in roles]
     consumer = KafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers, group_id=None, **security
@@ -668,17 +704,19 @@ def ensure_topics(settings: WorkerSettings) -> None:
                 security=security,
                 replication_factor=settings.replication_factor,
             )
-        found = consumer.partitions_for_topic(settings.topic("clickstream")) or set()
-        if not found:  # just created: the cached metadata predates it
+        if missing:  # just created: the cached metadata predates them
             consumer.topics()
-            found = consumer.partitions_for_topic(settings.topic("clickstream")) or set()
+        # Both inputs must have the table's partitions: a user's events and state
+        # then meet on one partition, whichever topic an event came through.
+        for role in ("clickstream", "clickstream_repartition"):
+            found = consumer.partitions_for_topic(settings.topic(role)) or set()
+            if len(found) != settings.partitions:
+                raise ValueError(
+                    f"{settings.topic(role)} has {len(found)} partitions but "
+                    f"RNNREC_PARTITIONS={settings.partitions}; they must match"
+                )
     finally:
         consumer.close()
-    if len(found) != settings.partitions:
-        raise ValueError(
-            f"{settings.topic('clickstream')} has {len(found)} partitions but "
-            f"RNNREC_PARTITIONS={settings.partitions}; they must match"
-        )
 
 
 class ServingApp(faust.App):
@@ -769,8 +807,18 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
             partitions=settings.partitions,
         )
 
-    clickstream = raw_topic("clickstream")
-    topics = {role: raw_topic(role) for role in ("recommendations", "purchase_predictions", "dlq")}
+    # The agent's input: clickstream and the events it re-keyed (see module docstring).
+    clickstream = app.topic(
+        settings.topic("clickstream"),
+        settings.topic("clickstream_repartition"),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
+    )
+    roles = ("recommendations", "purchase_predictions", "dlq", "clickstream_repartition")
+    topics = {role: raw_topic(role) for role in roles}
     table = app.Table(
         "user-state",
         key_type=str,

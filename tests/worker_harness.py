@@ -46,6 +46,7 @@ class WorkerSetup:
             "recommendations": "recommendations",
             "purchase_predictions": "purchase-predictions",
             "dlq": "clickstream-dlq",
+            "clickstream_repartition": "clickstream-repartition",
         }
         return f"{self.prefix}-{names[role]}"
 

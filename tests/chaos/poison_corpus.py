@@ -36,7 +36,7 @@ class GoodLookAlike:
     """A record that looks odd but is valid: it must get outputs, never the DLQ."""
 
     name: str
-    key: bytes
+    key: bytes | None
     value: bytes
     event_id: str
 
@@ -178,4 +178,20 @@ def good_look_alikes(
         event_id = f"{prefix}-ev-{i}"
         value = _json(_doc(user, event_id, **fields))
         out.append(GoodLookAlike(name, user.encode(), value, event_id))
+    return out
+
+
+def miskeyed_look_alikes(prefix: str = "k") -> list[GoodLookAlike]:
+    """Valid events whose record key is not their user_id; each has its own user.
+
+    `stream_app.events.decode_click_event` rejects them (``key_mismatch``), and a
+    worker with repartitioning on (the default) re-keys and serves them; with
+    ``RNNREC_REPARTITION=false`` they are dead letters.
+    """
+    keys = [("no key", None), ("key is another user", b"someone-else"),
+            ("key not utf-8", b"\xff" + prefix.encode())]  # fmt: skip
+    out = []
+    for i, (name, key) in enumerate(keys):
+        event_id = f"{prefix}-ev-{i}"
+        out.append(GoodLookAlike(name, key, _json(_doc(f"{prefix}-user-{i}", event_id)), event_id))
     return out

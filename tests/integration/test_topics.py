@@ -29,7 +29,7 @@ def test_creates_the_layout_then_is_idempotent_and_reports_drift(
     prefix = unique_name("topics") + "."
     first = run_topics(kafka_bootstrap, topic_prefix=prefix, partitions="3")
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("created ") == 6
+    assert first.stdout.count("created ") == 7
 
     admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     try:
@@ -50,7 +50,7 @@ def test_creates_the_layout_then_is_idempotent_and_reports_drift(
 
     again = run_topics(kafka_bootstrap, topic_prefix=prefix, partitions="3")
     assert again.returncode == 0, again.stderr
-    assert "created" not in again.stdout and again.stdout.count("ok ") == 6
+    assert "created" not in again.stdout and again.stdout.count("ok ") == 7
 
     drift = run_topics(kafka_bootstrap, topic_prefix=prefix, partitions="6")
     assert drift.returncode == 1

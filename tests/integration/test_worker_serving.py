@@ -61,6 +61,7 @@ def test_every_poison_kind_goes_to_the_dlq_while_good_events_flow(
     setup = make_setup(
         kafka_bootstrap, unique_name, tmp_path,
         RNNREC_MAX_MESSAGE_BYTES="2048", RNNREC_DLQ_MAX_PAYLOAD_BYTES="512",
+        RNNREC_REPARTITION="false",  # strict keys: key_mismatch is a dead letter
     )  # fmt: skip
     good = {"event_id": "g", "user_id": "u1", "item_id": "1", "ts": T0}
     poison: list[tuple[bytes | None, bytes | None, str]] = [

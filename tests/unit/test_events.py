@@ -17,7 +17,7 @@ from stream_app.events import (
     decode_click_event,
     load_schema,
 )
-from tests.chaos.poison_corpus import good_look_alikes, poison_cases
+from tests.chaos.poison_corpus import good_look_alikes, miskeyed_look_alikes, poison_cases
 
 NOW = 1_700_000_000.0
 LIMITS = InputLimits(max_message_bytes=4096, max_id_length=256)
@@ -193,6 +193,12 @@ def test_every_poison_corpus_case_gets_its_kind_and_look_alikes_pass() -> None:
         outcome = decode_click_event(good.key, good.value, limits, NOW)
         assert isinstance(outcome, ClickEvent), (good.name, outcome)
         assert outcome.event_id == good.event_id
+    # Mis-keyed but valid: key_mismatch for the worker's check, an event without it.
+    for miskeyed in miskeyed_look_alikes():
+        strict = decode_click_event(miskeyed.key, miskeyed.value, limits, NOW)
+        assert isinstance(strict, Rejection) and strict.kind is ErrorKind.KEY_MISMATCH
+        relaxed = decode_click_event(miskeyed.key, miskeyed.value, limits, NOW, check_key=False)
+        assert isinstance(relaxed, ClickEvent) and relaxed.event_id == miskeyed.event_id
 
 
 def test_every_shipped_schema_is_a_valid_2020_12_schema() -> None:

@@ -85,6 +85,24 @@ def test_float16_carry_costs_bounded_precision() -> None:
     assert np.max(np.abs(back.carry - state.carry)) < 2e-3 * np.max(np.abs(state.carry))
 
 
+def test_float16_carry_keeps_exact_positions_in_float32() -> None:
+    # An epoch time overflows float16 and an item index above 2,048 is rounded: the
+    # scorer names such positions and the codec stores them in float32 as well.
+    state = full_state(carry_size=40)
+    state.carry[3] = 1.7e9
+    state.carry[7] = 6001.0
+    lossy = decode_state(encode_state(state, CarryDtype.FLOAT16)).carry
+    assert lossy is not None and np.isinf(lossy[3]) and lossy[7] != 6001.0
+    exact = np.array([3, 7], np.int32)
+    back = decode_state(encode_state(state, CarryDtype.FLOAT16, exact)).carry
+    assert back is not None and back[3] == np.float32(1.7e9) and back[7] == 6001.0
+    rest = np.ones(40, bool)
+    rest[exact] = False
+    np.testing.assert_allclose(back[rest], state.carry[rest], rtol=1e-3, atol=1e-4)
+    # float32 records ignore the positions (already exact) and store nothing extra.
+    assert b'"ci"' not in encode_state(state, CarryDtype.FLOAT32, exact)
+
+
 @pytest.mark.parametrize("data", [b"", b"not json", b'{"v": 99}', b'{"v": 1, "i": []}'])
 def test_unreadable_records_raise_state_format_error(data: bytes) -> None:
     with pytest.raises(StateFormatError):
@@ -154,6 +172,16 @@ def test_record_step_bounds_history_and_tracks_offsets() -> None:
     assert not state.applied(1, 14)
     assert state.digest_of("e-e-1600000004.0") is not None and state.digest_of("e-a-x") is None
     assert session_history(state) == ["c", "d", "e"]
+
+
+def test_offsets_of_the_repartition_topic_are_not_compared_with_clickstream() -> None:
+    state = record_step(UserState(), event("a", T0), np.zeros(4, np.float32), "m", 0, 14, 3,
+                        None, rekeyed=True)  # fmt: skip
+    assert state.applied(0, 14, rekeyed=True) and not state.applied(0, 14)
+    back = decode_state(encode_state(state))
+    assert back.source_rekeyed and back.applied(0, 3, rekeyed=True)
+    # Records written before repartitioning existed carry no flag: clickstream.
+    assert not decode_state(encode_state(UserState())).source_rekeyed
 
 
 def test_session_id_for_prefers_the_producer() -> None:

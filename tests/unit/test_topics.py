@@ -42,12 +42,16 @@ def test_default_layout_matches_the_design() -> None:
         "recommendations",
         "purchase-predictions",
         "clickstream-dlq",
+        "clickstream-repartition",
         "model-updates",
         "item-updates",
     ]
     assert specs["clickstream"].partitions == 6
+    # Co-partitioned with clickstream: a re-keyed user lands on its state's partition.
+    assert specs["clickstream-repartition"].partitions == specs["clickstream"].partitions
     assert all(s.replication_factor == 1 for s in specs.values())
-    for name in ("clickstream", "recommendations", "purchase-predictions", "clickstream-dlq"):
+    by_user = ("clickstream", "recommendations", "purchase-predictions", "clickstream-dlq")
+    for name in (*by_user, "clickstream-repartition"):
         assert not specs[name].compacted
         assert "max.message.bytes" not in specs[name].configs
     models = specs["model-updates"]
