@@ -197,7 +197,12 @@ class WorkerSettings(KafkaSecuritySettings):
         le=50,
         description="Recent session items each recommendation is explained by (0: off).",
     )
-    carry_dtype: CarryDtype = Field(CarryDtype.FLOAT32, description="Stored carry precision.")
+    carry_dtype: CarryDtype = Field(
+        CarryDtype.FLOAT32,
+        description="Stored carry precision. float16 halves the model state's bytes; item "
+        "indices, counts and times stay float32. Measured cost (bench/carry_precision.py): "
+        "Recall@20 and MRR@20 unchanged at four decimals, 2 % of top-20 lists reordered.",
+    )
 
     # --- Input bounds ----------------------------------------------------------------
     max_message_bytes: int = Field(
