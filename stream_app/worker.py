@@ -119,6 +119,8 @@ class _PendingEvent:
 
 _REFETCH_TRIES = 5
 _REFETCH_WAIT_S = 1.0
+_TAIL_STALL_S = 5.0
+"""How long a partition may stay behind its high-water mark with nothing arriving."""
 
 
 @dataclass(slots=True)
@@ -188,6 +190,8 @@ class ClickstreamServer:
         # Next offset expected per (topic, partition), and holes we seeked back over.
         self.next_offset: dict[tuple[str, int], int] = {}
         self.refetching: dict[tuple[str, int], _Refetch] = {}
+        # Per partition behind its high-water mark: the expected offset and since when.
+        self.tail_waits: dict[tuple[str, int], tuple[int, float]] = {}
 
     async def drain(self, consumer: Any, timeout_s: float) -> bool:
         """Stop fetching and wait until every event already fetched is processed and acked.
@@ -351,6 +355,7 @@ class ClickstreamServer:
         """Forget expected offsets (a rebalance: Faust seeks to the committed offsets)."""
         self.next_offset.clear()
         self.refetching.clear()
+        self.tail_waits.clear()
 
     async def _contiguous(self, events: Sequence[Any]) -> list[Any]:
         """The batch's events that follow without a hole from what this worker applied.
@@ -426,6 +431,48 @@ class ClickstreamServer:
                 refetch.gave_up = True  # the next offset to come is accepted
             refetch.tries += 1
             await self._seek(consumer, refetch.partition, refetch.offset)
+
+    async def fetch_tail_holes(self) -> None:
+        """Fetch again the last records of a partition that were read but never delivered.
+
+        `_contiguous` finds a hole when a later record arrives, but the same race can
+        drop the *last* records written so far, and then nothing comes after them: the
+        events would wait for the partition's next record (minutes on a quiet
+        partition; forever for the end of a replay). So when a partition's next
+        expected offset stays below the high-water mark of its last fetch for
+        `_TAIL_STALL_S` with no batch in hand, it is seeked back like any other hole.
+        A false alarm (records merely queued behind a stalled agent) costs duplicate
+        deliveries, which `_contiguous` drops.
+        """
+        if self.consumer_of is None or self.draining or self.batch_lock.locked():
+            return
+        consumer = self.consumer_of()
+        now = time.monotonic()
+        watched = (self.clickstream_topic, self.rekeyed_topic)
+        for partition in consumer.assignment():
+            tp = (partition.topic, partition.partition)
+            if partition.topic not in watched or tp in self.refetching:
+                continue
+            expected = self.next_offset.get(tp)
+            if expected is None:
+                expected = self._committed(consumer, partition)
+            highwater = consumer.highwater(partition)
+            if expected is None or highwater is None or highwater <= expected:
+                self.tail_waits.pop(tp, None)
+                continue
+            waiting = self.tail_waits.get(tp)
+            if waiting is None or waiting[0] != expected:
+                self.tail_waits[tp] = (expected, now)
+                continue
+            if now - waiting[1] < _TAIL_STALL_S:
+                continue
+            _log.warning(
+                "partition %s[%d]: offsets %d..%d were not delivered; fetching again",
+                partition.topic, partition.partition, expected, highwater - 1,
+            )  # fmt: skip
+            del self.tail_waits[tp]
+            self.refetching[tp] = _Refetch(partition, expected, now)
+            await self._seek(consumer, partition, expected)
 
     async def _seek(self, consumer: Any, partition: Any, offset: int) -> None:
         self.metrics.refetches.inc()
@@ -764,7 +811,7 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
     from stream_app.kafka_security import client_security
     from stream_app.model_follower import attach_follower, startup_model
     from stream_app.user_ttl import IdleUserSweeper, active_source_partitions
-    from stream_app.web import register_views
+    from stream_app.web import readiness, register_views
 
     startup = None
     if scorer is None:
@@ -849,6 +896,8 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
     @app.timer(_REFETCH_WAIT_S / 2)
     async def _retry_refetches() -> None:
         await server.retry_refetches()
+        if readiness(app, model_loaded=True)["ready"]:
+            await server.fetch_tail_holes()
 
     if settings.recovery_stall_s > 0:
         from stream_app.recovery_watchdog import RecoveryWatchdog

@@ -34,7 +34,10 @@ def test_worker_without_create_permission_names_the_missing_topics_and_creates_n
     assert lines[-1].startswith("rnnrec: error: missing topics "), result.stderr[-2000:]
     listed = lines[-1].removeprefix("rnnrec: error: missing topics ").split(":")[0]
     named = set(listed.split(", "))
-    expected = {setup.topic(r) for r in ("recommendations", "purchase_predictions", "dlq")}
+    expected = {
+        setup.topic(r)
+        for r in ("clickstream_repartition", "recommendations", "purchase_predictions", "dlq")
+    }
     assert named == expected, lines[-1]
     assert "Traceback" not in result.stderr
     consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap)

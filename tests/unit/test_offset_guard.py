@@ -15,7 +15,7 @@ import pytest
 
 from stream_app.metrics import WorkerMetrics
 from stream_app.settings import WorkerSettings
-from stream_app.worker import _REFETCH_TRIES, _REFETCH_WAIT_S, ClickstreamServer
+from stream_app.worker import _REFETCH_TRIES, _REFETCH_WAIT_S, _TAIL_STALL_S, ClickstreamServer
 from tests.worker_scorers import RecentItemsScorer
 
 TOPIC = "clickstream"
@@ -48,9 +48,17 @@ class Consumer:
 
     _committed_offset: dict[TP, int] = field(default_factory=dict)
     seeks: list[tuple[TP, int]] = field(default_factory=list)
+    # The high-water mark of each partition's last fetch (None: not fetched yet).
+    highwaters: dict[TP, int] = field(default_factory=dict)
 
     async def seek(self, partition: TP, offset: int) -> None:
         self.seeks.append((partition, offset))
+
+    def assignment(self) -> set[TP]:
+        return {TP(TOPIC, 0), TP(TOPIC, 1), TP("other-topic", 0)}
+
+    def highwater(self, partition: TP) -> int | None:
+        return self.highwaters.get(partition)
 
 
 def events(partition: int, *offsets: int) -> list[Event]:
@@ -130,3 +138,65 @@ def test_a_rebalance_forgets_what_was_expected(guarded) -> None:
     consumer._committed_offset[TP(TOPIC, 0)] = 12  # the new owner's committed offset
     assert offsets(run(server._contiguous(events(0, 12)))) == [(0, 12)]
     assert consumer.seeks == []
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    now = [1000.0]
+    monkeypatch.setattr("stream_app.worker.time.monotonic", lambda: now[0])
+    return now
+
+
+def test_last_records_never_delivered_are_fetched_again_after_the_stall_time(
+    guarded, clock: list[float]
+) -> None:
+    server, consumer = guarded
+    run(server._contiguous(events(0, 10, 11)))
+    # 12..14 were fetched (high-water 15) but dropped on the way; nothing follows them.
+    consumer.highwaters = {TP(TOPIC, 0): 15, TP("other-topic", 0): 99}
+    run(server.fetch_tail_holes())
+    clock[0] += _TAIL_STALL_S - 0.5
+    run(server.fetch_tail_holes())
+    assert consumer.seeks == []  # records may still be on their way
+    clock[0] += 1.0
+    run(server.fetch_tail_holes())
+    assert consumer.seeks == [(TP(TOPIC, 0), 12)]  # other topics are not watched
+    # Copies of later records still queued wait for 12, which then comes first.
+    assert run(server._contiguous(events(0, 13))) == []
+    assert offsets(run(server._contiguous(events(0, 12, 13, 14)))) == [(0, 12), (0, 13), (0, 14)]
+    clock[0] += 10 * _TAIL_STALL_S
+    run(server.fetch_tail_holes())
+    assert len(consumer.seeks) == 1  # caught up: nothing more to fetch
+
+
+def test_a_partition_that_keeps_advancing_or_is_unknown_is_left_alone(
+    guarded, clock: list[float]
+) -> None:
+    server, consumer = guarded
+    consumer.highwaters = {TP(TOPIC, 0): 100, TP(TOPIC, 1): 50}  # partition 1: nothing committed
+    for offset in range(10, 20):
+        run(server._contiguous(events(0, offset)))
+        run(server.fetch_tail_holes())
+        clock[0] += _TAIL_STALL_S / 2
+    assert consumer.seeks == []
+
+
+def test_no_tail_fetch_while_a_batch_is_in_hand_or_the_worker_drains(
+    guarded, clock: list[float]
+) -> None:
+    server, consumer = guarded
+    consumer.highwaters = {TP(TOPIC, 0): 15}
+
+    async def with_lock() -> None:
+        async with server.batch_lock:
+            await server.fetch_tail_holes()
+
+    run(server.fetch_tail_holes())  # starts the wait at the committed offset 10
+    clock[0] += 2 * _TAIL_STALL_S
+    run(with_lock())
+    server.draining = True
+    run(server.fetch_tail_holes())
+    assert consumer.seeks == []
+    server.draining = False
+    run(server.fetch_tail_holes())
+    assert consumer.seeks == [(TP(TOPIC, 0), 10)]
