@@ -129,7 +129,7 @@ def ensure_models(python: str) -> dict[str, Path]:
     if not (real / "LATEST").exists():
         log("training the yoochoose-1pct model (tiny config, capacity 6400, 2 epochs) ...")
         subprocess.run(
-            [python, "-m", "rnnrec_jax.cli", "train", "--config",
+            [python, "-m", "stream_app.cli", "train", "--config",
              str(ROOT / "bench" / "serving_model_config.py"),
              "--train", str(SPLIT / "train_full.tsv"), "--out", str(real)],
             check=True, cwd=ROOT,
