@@ -136,13 +136,18 @@ def encode_state(
         record["k"] = 1  # absent in records written before repartitioning existed
     if state.carry is not None:
         dtype = np.float16 if carry_dtype == CarryDtype.FLOAT16 else np.float32
-        record["c"] = base64.b64encode(state.carry.astype(dtype).tobytes()).decode("ascii")
-        record["cd"] = str(carry_dtype)
+        carry = state.carry
         if dtype == np.float16 and exact_positions is not None and len(exact_positions):
             positions = np.asarray(exact_positions, np.int32)
             record["ci"] = base64.b64encode(positions.tobytes()).decode("ascii")
-            exact = state.carry[positions].astype(np.float32)
+            exact = carry[positions].astype(np.float32)
             record["ce"] = base64.b64encode(exact.tobytes()).decode("ascii")
+            # Zeroed in the float16 copy: an epoch time there would overflow (and warn)
+            # although its float32 value above is what decoding uses.
+            carry = carry.copy()
+            carry[positions] = 0.0
+        record["c"] = base64.b64encode(carry.astype(dtype).tobytes()).decode("ascii")
+        record["cd"] = str(carry_dtype)
     if state.last_result is not None:
         r = state.last_result
         record["r"] = [
