@@ -379,9 +379,7 @@ class ClickstreamServer:
         for event in events:
             message = event.message
             tp = (message.topic, message.partition)
-            expected = self.next_offset.get(tp)
-            if expected is None:
-                expected = self._committed(consumer, message.tp)
+            expected = self._expected(consumer, tp, message.tp)
             if expected is not None and message.offset < expected:
                 # Delivered again within this process (after a seek): its outputs and
                 # state are done. Not acked: an ack of an offset below the committed
@@ -453,9 +451,7 @@ class ClickstreamServer:
             tp = (partition.topic, partition.partition)
             if partition.topic not in watched or tp in self.refetching:
                 continue
-            expected = self.next_offset.get(tp)
-            if expected is None:
-                expected = self._committed(consumer, partition)
+            expected = self._expected(consumer, tp, partition)
             highwater = consumer.highwater(partition)
             if expected is None or highwater is None or highwater <= expected:
                 self.tail_waits.pop(tp, None)
@@ -477,6 +473,11 @@ class ClickstreamServer:
     async def _seek(self, consumer: Any, partition: Any, offset: int) -> None:
         self.metrics.refetches.inc()
         await consumer.seek(partition, offset)
+
+    def _expected(self, consumer: Any, tp: tuple[str, int], partition: Any) -> int | None:
+        """The next offset this worker should apply on a partition (None: unknown)."""
+        expected = self.next_offset.get(tp)
+        return expected if expected is not None else self._committed(consumer, partition)
 
     @staticmethod
     def _committed(consumer: Any, partition: Any) -> int | None:
