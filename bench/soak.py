@@ -24,6 +24,13 @@ offered rate is explicit. Validate with ``--minutes 1``; the full run is 30 minu
     .venv/bin/python bench/soak.py --minutes 1 --capacity 1000
     .venv/bin/python bench/soak.py --minutes 30 --capacity 1000
 
+A user's state grows with each event until it holds its last L events, so with many
+users the table is still filling after 30 minutes. ``--prefill-events 50`` first gives
+every user 50 events (as fast as the worker drains them) and starts the timed run from
+that steady state:
+
+    .venv/bin/python bench/soak.py --minutes 30 --capacity 851 --prefill-events 50
+
 Writes bench/results/soak.{json,md} and soak.png. Figures only, no pass/fail.
 """
 
@@ -85,20 +92,29 @@ class EventSource:
         self.left = [0] * users
         self.session = [0] * users
         self.n = 0
+        self.prefilled = 0
 
-    def next(self) -> tuple[bytes, bytes, int]:
-        """``(key, value, event index)`` of the next event."""
-        u = self.rng.randrange(self.users)
+    def next(self, user: int | None = None, prefix: str = "e") -> tuple[bytes, bytes, int]:
+        """``(key, value, event index)`` of the next event (of ``user``, else a random one).
+
+        Events of the timed run have ids ``e<index>``; pre-fill events use another
+        ``prefix`` and their own count, so the run's arrays index only its own events.
+        """
+        u = self.rng.randrange(self.users) if user is None else user
         if self.left[u] == 0:
             self.left[u] = self.rng.randint(2, 12)
             self.session[u] += 1
         self.left[u] -= 1
         item = self.items[min(bisect.bisect(self.cdf, self.rng.random()), len(self.items) - 1)]
-        index = self.n
-        self.n += 1
+        if prefix == "e":
+            index = self.n
+            self.n += 1
+        else:
+            index = self.prefilled
+            self.prefilled += 1
         user = f"u{u}"
         document = {
-            "event_id": f"e{index}",
+            "event_id": f"{prefix}{index}",
             "user_id": user,
             "item_id": item,
             "ts": time.time(),
@@ -184,12 +200,19 @@ async def drive(args: argparse.Namespace, prefix: str, pid: int) -> dict[str, ob
     await consumer.seek_to_beginning()
     producing = True
 
+    prefill_outputs = 0
+
     async def read() -> None:
+        nonlocal prefill_outputs
         while True:
             batch = await consumer.getmany(timeout_ms=500, max_records=5000)
             for records in batch.values():
                 for r in records:
-                    i = int(orjson.loads(r.value)["event_id"][1:])
+                    event_id = orjson.loads(r.value)["event_id"]
+                    if event_id[0] != "e":
+                        prefill_outputs += 1
+                        continue
+                    i = int(event_id[1:])
                     if out_count[i] == 0:
                         out_ts[i] = r.timestamp
                     out_count[i] += 1
@@ -215,6 +238,9 @@ async def drive(args: argparse.Namespace, prefix: str, pid: int) -> dict[str, ob
         return done
 
     reader = asyncio.create_task(read())
+    prefill: dict[str, float] = {}
+    if args.prefill_events:
+        prefill = await fill_states(args, source, producer, prefix, lambda: prefill_outputs, pid)
     sampler = asyncio.create_task(sample())
     started = time.monotonic()
     last_report = started
@@ -258,7 +284,48 @@ async def drive(args: argparse.Namespace, prefix: str, pid: int) -> dict[str, ob
         "rss": rss,
         "probes": probes,
         "rate": rate,
+        "prefill": prefill,
     }
+
+
+async def fill_states(
+    args: argparse.Namespace, source: EventSource, producer, prefix: str, answered, pid: int
+) -> dict[str, float]:
+    """Bring every user's state to its steady size before the timed run.
+
+    A user's state grows with each event until it holds the last L events
+    (``RNNREC_HISTORY_LENGTH``, 50 by default); a soak whose users start empty
+    measures that filling as memory growth. Here each user gets ``--prefill-events``
+    events, round-robin in sessions as in the run, as fast as the worker drains them;
+    the timed run starts once every one has its recommendation.
+    """
+    total = args.users * args.prefill_events
+    log(f"pre-filling: {args.prefill_events} events for each of {args.users:,} users "
+        f"({total:,} events) ...")  # fmt: skip
+    started = time.monotonic()
+    for _ in range(args.prefill_events):
+        for user in range(args.users):
+            key, value, _index = source.next(user, prefix="w")
+            await producer.send(f"{prefix}-clickstream", key=key, value=value)
+    await producer.flush()
+    last = time.monotonic()
+    while answered() < total:
+        if time.monotonic() - started > args.prefill_timeout:
+            raise RuntimeError(f"pre-fill: {answered():,} of {total:,} answered in "
+                               f"{args.prefill_timeout:.0f} s")  # fmt: skip
+        await asyncio.sleep(1.0)
+        if time.monotonic() - last >= 30:
+            done, took = answered(), time.monotonic() - started
+            rate = done / took
+            eta = (total - done) / rate if rate else float("inf")
+            log(f"  pre-fill: {done:,}/{total:,} answered, {rate:,.0f} events/s, "
+                f"RSS {rss_bytes(pid) / 2**20:,.0f} MiB, ETA {eta / 60:.1f} min")  # fmt: skip
+            last = time.monotonic()
+    took = time.monotonic() - started
+    log(f"pre-fill done: {total:,} events in {took / 60:.1f} min "
+        f"({total / took:,.0f} events/s); RSS {rss_bytes(pid) / 2**20:,.0f} MiB")  # fmt: skip
+    return {"events": total, "per_user": args.prefill_events, "seconds": round(took, 1),
+            "rss_mib_after": round(rss_bytes(pid) / 2**20, 1)}  # fmt: skip
 
 
 _SCRAPED = {
@@ -369,6 +436,15 @@ def write(report: dict[str, object], out: Path) -> None:
         f"({report['fraction']:.0%} of the given capacity {report['capacity']:,.0f}); "
         f"{report['users']:,} users; worker ready {report['ready_s']:.1f} s after start",
         "",
+    ]
+    if report.get("prefill"):
+        p = report["prefill"]
+        lines += [
+            f"Pre-filled before the timed run: {p['per_user']} events per user ({p['events']:,} "
+            f"events in {p['seconds'] / 60:.1f} min); RSS after it {p['rss_mib_after']} MiB.",
+            "",
+        ]
+    lines += [
         f"Produced {s['produced']:,}; **missing outputs {s['missing']}**; duplicated outputs "
         f"{s['duplicated_outputs']}. RSS first {s['rss_mib']['first']} MiB, max "
         f"{s['rss_mib']['max']} MiB, last {s['rss_mib']['last']} MiB, slope after warm-up "
@@ -451,6 +527,14 @@ def main() -> None:
     parser.add_argument(
         "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
     )
+    parser.add_argument(
+        "--prefill-events",
+        type=int,
+        default=0,
+        help="Events per user before the timed run (50 = RNNREC_HISTORY_LENGTH: every "
+        "user's state starts at its steady size).",
+    )
+    parser.add_argument("--prefill-timeout", type=float, default=3600.0)
     parser.add_argument("--drain-timeout", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT)
@@ -493,6 +577,7 @@ def main() -> None:
         "capacity": args.capacity,
         "fraction": args.fraction,
         "users": args.users,
+        "prefill_events_per_user": args.prefill_events,
         "partitions": args.partitions,
         "max_batch": args.max_batch,
     }
@@ -507,6 +592,7 @@ def main() -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"worker exited {proc.returncode} during the soak; see {log_path}")
         report["summary"] = summarise(raw)
+        report["prefill"] = raw["prefill"]
     finally:
         log("stopping the worker ...")
         proc.send_signal(signal.SIGTERM)
