@@ -61,7 +61,15 @@ class WorkerMetrics:
         )
         self.offset_gaps = Counter(
             "rnnrec_offset_gaps",
-            "Offsets accepted as absent after refetching (transaction markers, compaction).",
+            "Offsets accepted as holding no record (transaction markers, compaction): "
+            "confirmed by a direct read, or after refetching.",
+            registry=r,
+        )
+        self.offset_probes = Counter(
+            "rnnrec_offset_probes",
+            "Direct reads of a partition at a hole, by result: absent (nothing there, "
+            "skipped), missing (a record there: fetched again), failed.",
+            ["result"],
             registry=r,
         )
         self.recovery_reseeks = Counter(

@@ -98,6 +98,7 @@ from stream_app.state import (
 if TYPE_CHECKING:
     from stream_app.item_updates import ItemFollower
     from stream_app.model_follower import ModelFollower
+    from stream_app.offset_probe import OffsetProbe
     from stream_app.user_ttl import IdleUserSweeper
 
 _log = logging.getLogger(__name__)
@@ -192,6 +193,8 @@ class ClickstreamServer:
         self.refetching: dict[tuple[str, int], _Refetch] = {}
         # Per partition behind its high-water mark: the expected offset and since when.
         self.tail_waits: dict[tuple[str, int], tuple[int, float]] = {}
+        # Set by create_app: reads a partition directly to tell markers from lost records.
+        self.probe: OffsetProbe | None = None
 
     async def drain(self, consumer: Any, timeout_s: float) -> bool:
         """Stop fetching and wait until every event already fetched is processed and acked.
@@ -397,9 +400,13 @@ class ClickstreamServer:
                 )  # fmt: skip
                 self.metrics.offset_gaps.inc(message.offset - refetch.offset)
             elif refetch is None and expected is not None and message.offset > expected:
-                self.refetching[tp] = _Refetch(message.tp, expected, time.monotonic())
-                seeks[message.tp] = expected
-                continue
+                if not await self._absent(message.topic, message.partition, expected,
+                                          message.offset):  # fmt: skip
+                    self.refetching[tp] = _Refetch(message.tp, expected, time.monotonic())
+                    seeks[message.tp] = expected
+                    continue
+                # Markers or compacted records: nothing to fetch again.
+                self.metrics.offset_gaps.inc(message.offset - expected)
             self.refetching.pop(tp, None)
             kept.append(event)
             self.next_offset[tp] = message.offset + 1
@@ -462,13 +469,39 @@ class ClickstreamServer:
                 continue
             if now - waiting[1] < _TAIL_STALL_S:
                 continue
+            del self.tail_waits[tp]
+            if await self._absent(partition.topic, partition.partition, expected, highwater):
+                # The partition ends with markers (a transactional producer's last
+                # commit): step over them unless a record arrived meanwhile.
+                if self._expected(consumer, tp, partition) == expected:
+                    self.next_offset[tp] = highwater
+                    self.metrics.offset_gaps.inc(highwater - expected)
+                continue
             _log.warning(
                 "partition %s[%d]: offsets %d..%d were not delivered; fetching again",
                 partition.topic, partition.partition, expected, highwater - 1,
             )  # fmt: skip
-            del self.tail_waits[tp]
             self.refetching[tp] = _Refetch(partition, expected, now)
             await self._seek(consumer, partition, expected)
+
+    async def _absent(self, topic: str, partition: int, start: int, upto: int) -> bool:
+        """Whether offsets ``start`` to ``upto - 1`` hold no record (read directly).
+
+        False when unsure (no probe, broker error, timeout): the caller then seeks
+        back, which is always safe.
+        """
+        if self.probe is None:
+            return False
+        try:
+            found = await self.probe.read_from(topic, partition, start)
+        except Exception as exc:  # any failure means "unsure"; seeking back is safe
+            _log.debug("offset probe of %s[%d] at %d failed: %r", topic, partition, start, exc)
+            self.metrics.offset_probes.labels("failed").inc()
+            return False
+        reached = found.first_record if found.first_record is not None else found.position
+        absent = reached >= upto
+        self.metrics.offset_probes.labels("absent" if absent else "missing").inc()
+        return absent
 
     async def _seek(self, consumer: Any, partition: Any, offset: int) -> None:
         self.metrics.refetches.inc()
@@ -785,6 +818,8 @@ class ServingApp(faust.App):
                     "Stop: events still in flight after %.0f s; they will be redelivered",
                     self.drain_timeout_s,
                 )
+        if self.server is not None and self.server.probe is not None:
+            self.server.probe.close()
         await super().on_stop()
 
 
@@ -811,6 +846,7 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
     from stream_app.item_updates import attach_item_follower
     from stream_app.kafka_security import client_security
     from stream_app.model_follower import attach_follower, startup_model
+    from stream_app.offset_probe import OffsetProbe
     from stream_app.user_ttl import IdleUserSweeper, active_source_partitions
     from stream_app.web import readiness, register_views
 
@@ -819,11 +855,12 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
         # Precedence (factory, model-updates pointer, RNNREC_MODEL_SOURCE): model_follower.
         startup = startup_model(settings)
         scorer = startup.scorer
+    security = client_security(settings)
     app = ServingApp(
         settings.app_id,
         broker=settings.broker_url,
         # TLS/SASL for the consumer, producer and admin alike (None: PLAINTEXT).
-        broker_credentials=client_security(settings).broker_credentials,
+        broker_credentials=security.broker_credentials,
         store=settings.store,
         datadir=str(settings.data_dir),
         topic_partitions=settings.partitions,
@@ -889,6 +926,7 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
     server.items = attach_item_follower(app, settings, metrics.registry, scorer)
     app.server = server
     server.consumer_of = lambda: app.consumer
+    server.probe = OffsetProbe(settings.bootstrap_servers, security.kafka_python)
 
     @app.on_partitions_revoked.connect
     def _forget_offsets(sender: Any, *args: Any, **kwargs: Any) -> None:

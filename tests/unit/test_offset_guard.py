@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from stream_app.metrics import WorkerMetrics
+from stream_app.offset_probe import ProbeResult
 from stream_app.settings import WorkerSettings
 from stream_app.worker import _REFETCH_TRIES, _REFETCH_WAIT_S, _TAIL_STALL_S, ClickstreamServer
 from tests.worker_scorers import RecentItemsScorer
@@ -200,3 +201,85 @@ def test_no_tail_fetch_while_a_batch_is_in_hand_or_the_worker_drains(
     server.draining = False
     run(server.fetch_tail_holes())
     assert consumer.seeks == [(TP(TOPIC, 0), 10)]
+
+
+@dataclass
+class Probe:
+    """The direct read, over a partition log given as the offsets that hold records."""
+
+    logs: dict[tuple[str, int], list[int]]
+    highwater: int
+    fail: bool = False
+    reads: list[tuple[str, int, int]] = field(default_factory=list)
+
+    async def read_from(self, topic: str, partition: int, offset: int) -> ProbeResult:
+        self.reads.append((topic, partition, offset))
+        if self.fail:
+            raise ConnectionError("broker unreachable")
+        later = [o for o in self.logs[(topic, partition)] if o >= offset]
+        return ProbeResult(later[0], later[0] + 1) if later else ProbeResult(None, self.highwater)
+
+
+def probes(server: ClickstreamServer, result: str) -> float:
+    return server.metrics.offset_probes.labels(result)._value.get()
+
+
+def test_transaction_markers_mid_stream_are_stepped_over_without_seeking(guarded) -> None:
+    server, consumer = guarded
+    # Two transactions: records 10-11, commit marker 12, records 13-14, marker 15.
+    server.probe = Probe({(TOPIC, 0): [10, 11, 13, 14, 16]}, highwater=17)
+    assert offsets(run(server._contiguous(events(0, 10, 11, 13)))) == [(0, 10), (0, 11), (0, 13)]
+    assert offsets(run(server._contiguous(events(0, 14, 16)))) == [(0, 14), (0, 16)]
+    assert consumer.seeks == []
+    assert server.metrics.offset_gaps._value.get() == 2
+    assert probes(server, "absent") == 2
+    assert server.probe.reads == [(TOPIC, 0, 12), (TOPIC, 0, 15)]
+
+
+def test_a_record_the_direct_read_finds_is_fetched_again(guarded) -> None:
+    server, consumer = guarded
+    server.probe = Probe({(TOPIC, 0): [10, 11, 12, 13]}, highwater=14)
+    assert offsets(run(server._contiguous(events(0, 10, 11, 13)))) == [(0, 10), (0, 11)]
+    assert consumer.seeks == [(TP(TOPIC, 0), 12)]
+    assert probes(server, "missing") == 1
+    assert server.metrics.offset_gaps._value.get() == 0
+
+
+def test_a_failed_direct_read_falls_back_to_seeking(guarded) -> None:
+    server, consumer = guarded
+    server.probe = Probe({(TOPIC, 0): [10, 12]}, highwater=13, fail=True)
+    assert offsets(run(server._contiguous(events(0, 10, 12)))) == [(0, 10)]
+    assert consumer.seeks == [(TP(TOPIC, 0), 11)]
+    assert probes(server, "failed") == 1
+
+
+def test_markers_at_a_partitions_end_are_stepped_over_after_the_stall_time(
+    guarded, clock: list[float]
+) -> None:
+    server, consumer = guarded
+    server.probe = Probe({(TOPIC, 0): [10, 11]}, highwater=13)  # 12: the last commit marker
+    run(server._contiguous(events(0, 10, 11)))
+    consumer.highwaters = {TP(TOPIC, 0): 13}
+    run(server.fetch_tail_holes())
+    clock[0] += _TAIL_STALL_S + 0.5
+    run(server.fetch_tail_holes())
+    assert consumer.seeks == []
+    assert server.metrics.offset_gaps._value.get() == 1
+    clock[0] += 10 * _TAIL_STALL_S
+    run(server.fetch_tail_holes())
+    assert server.probe.reads == [(TOPIC, 0, 12)]  # caught up: no second read
+    assert offsets(run(server._contiguous(events(0, 13)))) == [(0, 13)]
+
+
+def test_a_record_lost_at_a_partitions_end_is_still_fetched_again_with_a_probe(
+    guarded, clock: list[float]
+) -> None:
+    server, consumer = guarded
+    server.probe = Probe({(TOPIC, 0): [10, 11, 12]}, highwater=13)
+    run(server._contiguous(events(0, 10, 11)))
+    consumer.highwaters = {TP(TOPIC, 0): 13}
+    run(server.fetch_tail_holes())
+    clock[0] += _TAIL_STALL_S + 0.5
+    run(server.fetch_tail_holes())
+    assert consumer.seeks == [(TP(TOPIC, 0), 12)]
+    assert probes(server, "missing") == 1
