@@ -28,6 +28,11 @@ def worker(loglevel: str) -> None:
     from stream_app.gc_tuning import tune_gc
 
     tune_gc(settings.gc_gen0_threshold)
+    if settings.log_repeat_window_s > 0:
+        from stream_app.log_throttle import throttle_library_logs
+
+        # After create_app: aiokafka and Faust are imported, their loggers exist.
+        throttle_library_logs(settings.log_repeat_window_s)
     # Faust's Worker installs SIGTERM/SIGINT handlers that stop the app cleanly
     # (agents finish their batch, the consumer commits what was acked).
     faust_worker(runtime.app, loglevel).execute_from_commandline()

@@ -254,6 +254,13 @@ class WorkerSettings(KafkaSecuritySettings):
         "bench/bench_serving.py: 8 to 9 % more events/s without explanations, 18 to 61 % "
         "with them (BENCHMARKS.md).",
     )
+    log_repeat_window_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="A repeated log line of the Kafka client libraries (aiokafka, Faust) "
+        "is written at most once per this window, with the count of repeats (0: off).",
+    )
     stream_buffer_maxsize: int = Field(
         4096,
         ge=16,
