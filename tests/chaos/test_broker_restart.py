@@ -115,6 +115,13 @@ def test_broker_stopped_and_restarted_mid_stream_worker_resumes_without_loss(
         states = changelog_states(setup)
         assert proc.poll() is None, tail(setup.log)
 
+    # Each failed connection attempt (hundreds a second in all) is logged once per
+    # RNNREC_LOG_REPEAT_WINDOW_S (10 s), then with the count of repeats.
+    attempts = [line for line in setup.log.read_text().splitlines()
+                if "Unable connect to node with id" in line]  # fmt: skip
+    assert attempts, "no connection error logged while the broker was down"
+    assert len(attempts) <= (restarted - stopped) / 10 + 2, attempts
+    assert any("more times in the last" in line for line in attempts), attempts
     rec_counts = output_counts(stream, recs)
     pred_counts = output_counts(stream, preds)
     assert not missing(stream, rec_counts), missing(stream, rec_counts)[:5]
