@@ -38,6 +38,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from rnnrec_jax.data.encoded import session_grid  # noqa: E402
 from rnnrec_jax.model_io import load_trained_model  # noqa: E402
 from rnnrec_jax.serving import ServingModel  # noqa: E402
 from stream_app.scoring import ServingModelScorer  # noqa: E402
@@ -47,20 +48,6 @@ from stream_app.state import UserState, decode_state, encode_state  # noqa: E402
 MODES = ("float32", "float16-all", "float16")
 K = 20
 ROWS = 512
-
-
-def session_grid(test: pd.DataFrame, vocab: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sessions as (sessions, max_len) item indices and times, and their lengths."""
-    test = test.sort_values(["SessionId", "Time"], kind="stable")
-    groups = [g for _, g in test.groupby("SessionId", sort=False)]
-    length = max(len(g) for g in groups)
-    items = np.zeros((len(groups), length), np.int32)
-    times = np.zeros((len(groups), length), np.float64)
-    lengths = np.array([len(g) for g in groups])
-    for s, g in enumerate(groups):
-        items[s, : len(g)] = vocab.encode(g.ItemId.astype(str).to_numpy())
-        times[s, : len(g)] = g.Time.to_numpy()
-    return items, times, lengths
 
 
 def store(scorer: ServingModelScorer, carry: object, mode: str) -> tuple[object, int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from rnnrec_jax.configs.tiny import get_config
@@ -49,20 +48,6 @@ def train_tiny(
         train_cfg=result.train_cfg, purchase_calibration=result.purchase_calibration,
     )  # fmt: skip
     return load_trained_model(out)
-
-
-def session_grid(test_df: pd.DataFrame, vocab: object) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Sessions as a (sessions, max_len) grid of item indices, times and lengths."""
-    groups = [g for _, g in test_df.groupby("SessionId", sort=False)]
-    length = max(len(g) for g in groups)
-    items = np.zeros((len(groups), length), np.int32)
-    times = np.zeros((len(groups), length), np.float64)
-    lengths = np.array([len(g) for g in groups])
-    for s, g in enumerate(groups):
-        g = g.sort_values("Time", kind="stable")
-        items[s, : len(g)] = vocab.encode(g.ItemId.astype(str).to_numpy())
-        times[s, : len(g)] = g.Time.to_numpy()
-    return items, times, lengths
 
 
 _CACHE: dict[str, tuple[Path, pd.DataFrame, pd.DataFrame]] = {}

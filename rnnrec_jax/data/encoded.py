@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from rnnrec_jax.data.events import SessionEvents
 from rnnrec_jax.data.purchases import PurchaseInputs, purchase_inputs
 from rnnrec_jax.data.vocabulary import PAD_INDEX, ItemVocabulary
 
-__all__ = ["EncodedSessions", "PurchaseInputs", "encode_sessions", "purchase_inputs"]
+__all__ = [
+    "EncodedSessions",
+    "PurchaseInputs",
+    "encode_sessions",
+    "purchase_inputs",
+    "session_grid",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,3 +97,28 @@ def encode_sessions(
         source_index=np.flatnonzero(keep).astype(np.int64),
         n_oov_dropped=n_oov_dropped,
     )
+
+
+def session_grid(frame: pd.DataFrame, vocab: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sessions as a padded grid, for replaying them event by event (serving parity).
+
+    Args:
+        frame: ``SessionId``, ``ItemId``, ``Time`` rows; sessions keep the order of
+            their first row, events are ordered by time within a session.
+        vocab: anything with ``encode(item ids) -> indices`` (`ItemVocabulary`).
+
+    Returns:
+        ``(items, times, lengths)``: (sessions, longest) int32 indices and float64
+        times, zero-padded, and each session's length.
+    """
+    groups = [
+        g.sort_values("Time", kind="stable") for _, g in frame.groupby("SessionId", sort=False)
+    ]
+    length = max(len(g) for g in groups)
+    items = np.zeros((len(groups), length), np.int32)
+    times = np.zeros((len(groups), length), np.float64)
+    lengths = np.array([len(g) for g in groups])
+    for s, g in enumerate(groups):
+        items[s, : len(g)] = vocab.encode(g.ItemId.astype(str).to_numpy())
+        times[s, : len(g)] = g.Time.to_numpy()
+    return items, times, lengths

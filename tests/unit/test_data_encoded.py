@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rnnrec_jax.data.encoded import encode_sessions, purchase_inputs
+from rnnrec_jax.data.encoded import encode_sessions, purchase_inputs, session_grid
 from rnnrec_jax.data.events import SessionEvents
 from rnnrec_jax.data.raw import read_yoochoose_buys
 from rnnrec_jax.data.split import read_split
@@ -121,3 +121,16 @@ def test_purchase_inputs_on_the_test_split_match_anchors():
     # all of the session's test.tsv events give 0.704.
     assert rank_auc(inputs.n_inputs, inputs.labels) == pytest.approx(0.691, abs=5e-4)
     assert rank_auc(test.session_lengths(), inputs.labels) == pytest.approx(0.704, abs=5e-4)
+
+
+def test_session_grid_keeps_session_order_and_sorts_each_session_by_time():
+    frame = pd.DataFrame(
+        {"SessionId": ["b", "a", "b", "a", "a"], "ItemId": ["x", "y", "z", "x", "z"],
+         "Time": [5.0, 1.0, 4.0, 3.0, 2.0]}
+    )  # fmt: skip
+    vocab = ItemVocabulary.from_items(["x", "y", "z"])
+    items, times, lengths = session_grid(frame, vocab)
+    assert lengths.tolist() == [2, 3]  # "b" first: first-row order, not sorted ids
+    assert items.tolist() == [[*vocab.encode(["z", "x"]).tolist(), 0],
+                              vocab.encode(["y", "z", "x"]).tolist()]  # fmt: skip
+    assert times.tolist() == [[4.0, 5.0, 0.0], [1.0, 2.0, 3.0]]

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from rnnrec_jax import explain, models
+from rnnrec_jax.data.encoded import session_grid
 from rnnrec_jax.model_io import TrainedModel, load_trained_model
 from rnnrec_jax.serving import ServingModel
-from tests.serving_models import cached_tiny_model, session_grid
+from tests.serving_models import cached_tiny_model
 
 pytestmark = pytest.mark.unit
 

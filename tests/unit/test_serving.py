@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 
 from rnnrec_jax import metrics, models
+from rnnrec_jax.data.encoded import session_grid
 from rnnrec_jax.evaluate import evaluate
 from rnnrec_jax.model_io import TrainedModel, load_trained_model
 from rnnrec_jax.serving import ServingModel, compile_events, load_serving_model
-from tests.serving_models import cached_tiny_model, session_grid
+from tests.serving_models import cached_tiny_model
 
 pytestmark = pytest.mark.unit
 
