@@ -400,6 +400,14 @@ def summarise(raw: dict[str, object]) -> dict[str, object]:
                 p99_ms=float(np.percentile(lat, 99)), max_ms=float(lat.max()),
             )  # fmt: skip
         per_minute.append(row)
+    # The slowest seconds, by broker time of the input, to line stalls up with logs.
+    sel = answered & (in_ts > 0)
+    second = in_ts[sel] // 1000
+    lat_all = out_ts[sel] - in_ts[sel]
+    order = np.argsort(second, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(second[order]) != 0])
+    worst_per_second = np.maximum.reduceat(lat_all[order], starts) if len(order) else []
+    slowest = sorted(zip(worst_per_second, second[order][starts], strict=True), reverse=True)[:20]
     rss = raw["rss"]
     t = np.array([x for x, _ in rss])
     r = np.array([y for _, y in rss], np.float64) / 2**20
@@ -419,6 +427,10 @@ def summarise(raw: dict[str, object]) -> dict[str, object]:
         },
         "rss_trace": [(round(float(a), 1), round(float(b), 1)) for a, b in zip(t, r, strict=True)],
         "resources_per_minute": per_minute_resources(raw["probes"]),
+        "slowest_seconds": [
+            {"utc": time.strftime("%H:%M:%S", time.gmtime(int(sec))), "max_ms": int(ms)}
+            for ms, sec in slowest
+        ],
     }
 
 
@@ -459,6 +471,10 @@ def write(report: dict[str, object], out: Path) -> None:
             f"{row.get('p50_ms', float('nan')):.0f} | {row.get('p95_ms', float('nan')):.0f} | "
             f"{row.get('p99_ms', float('nan')):.0f} | {row.get('max_ms', float('nan')):.0f} |"
         )
+    slowest = s.get("slowest_seconds", [])[:10]
+    if slowest:
+        lines += ["", "Slowest seconds (UTC of the input, worst latency): "
+                  + ", ".join(f"{x['utc']} {x['max_ms']:,} ms" for x in slowest) + "."]  # fmt: skip
     lines += [
         "",
         "CPU per minute (100 % = one core of the 2) and the worker's own counters:",

@@ -163,13 +163,17 @@ def test_trainer_publishes_a_fine_tuned_version_that_validates(
             "a published decision",
             proc,
         )
+        # The window gauges are refreshed once per poll loop, after the events of the
+        # loop are counted as consumed (the metrics are read from another thread).
         run.wait_for(
-            lambda: run.metric("rnnrec_trainer_events_consumed_total") == stream.n_events,
-            "every event read",
+            lambda: (
+                run.metric("rnnrec_trainer_events_consumed_total") == stream.n_events
+                and run.metric("rnnrec_trainer_window_events") == stream.n_events
+            ),
+            "every event read and in the window",
             proc,
         )
         assert run.metric("rnnrec_trainer_fine_tunes_total") == 1
-        assert run.metric("rnnrec_trainer_window_events") == stream.n_events
         exit_code = stop(proc, signal.SIGTERM)
     assert exit_code == 0, tail(run.log)
 
