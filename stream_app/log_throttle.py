@@ -12,10 +12,12 @@ left alone.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 
 THROTTLED_LIBRARIES = ("aiokafka", "faust", "mode", "kafka")
+_DIGITS = re.compile(r"\d+")
 
 
 class RepeatThrottle(logging.Filter):
@@ -31,7 +33,9 @@ class RepeatThrottle(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Drop a repeat within the window; note the count on the next one let through."""
-        key = (record.name, record.levelno, str(record.msg))
+        # Digits are masked: some libraries format before logging ("producer buffer
+        # full size 123"), which would make every line its own template.
+        key = (record.name, record.levelno, _DIGITS.sub("#", str(record.msg)))
         now = self.clock()
         last = self.seen.get(key)
         if last is not None and now - last[0] < self.window_s:

@@ -32,6 +32,9 @@ def test_repeats_within_the_window_are_dropped_and_counted_on_the_next_line() ->
     assert line.getMessage() == (
         "Unable connect to node with id 7: refused [repeated 80 more times in the last 10 s]"
     )
+    # Messages formatted before logging count as one template whatever their numbers.
+    assert throttle.filter(record("producer buffer full size 120"))
+    assert not throttle.filter(record("producer buffer full size 135"))
     now[0] = 30.0
     quiet = record(template, 7, "refused")
     assert throttle.filter(quiet)
