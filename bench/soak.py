@@ -31,6 +31,13 @@ that steady state:
 
     .venv/bin/python bench/soak.py --minutes 30 --capacity 851 --prefill-events 50
 
+Full states make each event dearer than the small states of a drain benchmark on fresh
+topics, so measure the capacity there: with ``--capacity prefill`` and more pre-fill
+events than the history length, the pre-fill's last rounds are a drain of a pre-loaded
+topic at full state size, and the timed run offers ``fraction`` of that rate:
+
+    .venv/bin/python bench/soak.py --minutes 30 --capacity prefill --prefill-events 55
+
 Writes bench/results/soak.{json,md} and soak.png. Figures only, no pass/fail.
 """
 
@@ -178,12 +185,7 @@ async def drive(args: argparse.Namespace, prefix: str, pid: int) -> dict[str, ob
     """Produce at the target rate, read outputs, sample RSS; return the raw figures."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-    rate = args.capacity * args.fraction
     duration = args.minutes * 60.0
-    planned = int(rate * duration) + 1000
-    in_ts = np.zeros(planned, np.int64)  # broker (log-append) time of each input, ms
-    out_ts = np.zeros(planned, np.int64)  # broker time of its first recommendation, ms
-    out_count = np.zeros(planned, np.int32)
     source = EventSource(args.users, vocabulary(args.model), seed=args.seed)
     rss: list[tuple[float, int]] = []
     probes: list[dict[str, float]] = []  # CPU and worker metrics every 5 s
@@ -241,6 +243,16 @@ async def drive(args: argparse.Namespace, prefix: str, pid: int) -> dict[str, ob
     prefill: dict[str, float] = {}
     if args.prefill_events:
         prefill = await fill_states(args, source, producer, prefix, lambda: prefill_outputs, pid)
+    capacity = prefill["full_state_drain_rate"] if args.capacity == "prefill" else args.capacity
+    rate = capacity * args.fraction
+    log(f"offering {rate:,.0f} events/s ({args.fraction:.0%} of {capacity:,.0f}) "
+        f"for {args.minutes} min ...")  # fmt: skip
+    # Allocated only now (the rate may come from the pre-fill): until then read() sees
+    # nothing but pre-fill outputs, which never index these arrays.
+    planned = int(rate * duration) + 1000
+    in_ts = np.zeros(planned, np.int64)  # broker (log-append) time of each input, ms
+    out_ts = np.zeros(planned, np.int64)  # broker time of its first recommendation, ms
+    out_count = np.zeros(planned, np.int32)
     sampler = asyncio.create_task(sample())
     started = time.monotonic()
     last_report = started
@@ -284,6 +296,7 @@ async def drive(args: argparse.Namespace, prefix: str, pid: int) -> dict[str, ob
         "rss": rss,
         "probes": probes,
         "rate": rate,
+        "capacity": capacity,
         "prefill": prefill,
     }
 
@@ -302,6 +315,11 @@ async def fill_states(
     total = args.users * args.prefill_events
     log(f"pre-filling: {args.prefill_events} events for each of {args.users:,} users "
         f"({total:,} events) ...")  # fmt: skip
+    # Round-robin: once users x L events are answered every state holds its last L
+    # events, and the rest of the pre-fill is a drain of a pre-loaded topic at full
+    # state size: the capacity that matters for the timed run.
+    full_after = args.users * min(args.prefill_events, args.history_length)
+    full_at: tuple[float, int] | None = None
     started = time.monotonic()
     for _ in range(args.prefill_events):
         for user in range(args.users):
@@ -314,6 +332,8 @@ async def fill_states(
             raise RuntimeError(f"pre-fill: {answered():,} of {total:,} answered in "
                                f"{args.prefill_timeout:.0f} s")  # fmt: skip
         await asyncio.sleep(1.0)
+        if full_at is None and answered() >= full_after:
+            full_at = (time.monotonic(), answered())
         if time.monotonic() - last >= 30:
             done, took = answered(), time.monotonic() - started
             rate = done / took
@@ -321,10 +341,17 @@ async def fill_states(
             log(f"  pre-fill: {done:,}/{total:,} answered, {rate:,.0f} events/s, "
                 f"RSS {rss_bytes(pid) / 2**20:,.0f} MiB, ETA {eta / 60:.1f} min")  # fmt: skip
             last = time.monotonic()
-    took = time.monotonic() - started
+    ended = time.monotonic()
+    took = ended - started
+    full_rate = float("nan")
+    if full_at is not None and total - full_at[1] >= args.users:
+        full_rate = (total - full_at[1]) / max(ended - full_at[0], 1e-9)
     log(f"pre-fill done: {total:,} events in {took / 60:.1f} min "
-        f"({total / took:,.0f} events/s); RSS {rss_bytes(pid) / 2**20:,.0f} MiB")  # fmt: skip
+        f"({total / took:,.0f} events/s; {full_rate:,.0f} events/s once states were full); "
+        f"RSS {rss_bytes(pid) / 2**20:,.0f} MiB")  # fmt: skip
     return {"events": total, "per_user": args.prefill_events, "seconds": round(took, 1),
+            "full_state_drain_rate": round(full_rate, 1),
+            "full_state_events": total - full_at[1] if full_at else 0,
             "rss_mib_after": round(rss_bytes(pid) / 2**20, 1)}  # fmt: skip
 
 
@@ -445,7 +472,8 @@ def write(report: dict[str, object], out: Path) -> None:
         f"Machine: {m['cpus']} CPUs, {m['cpu_model']}, {m['memory_gib']} GiB, {m['platform']}, "
         f"Python {m['python']}, Faust {m['faust']}; load at start {m['loadavg_at_start']}  ",
         f"Model: {report['model']}; offered {s['offered_rate']:,.0f} events/s "
-        f"({report['fraction']:.0%} of the given capacity {report['capacity']:,.0f}); "
+        f"({report['fraction']:.0%} of the capacity {report['capacity']:,.0f}"
+        f"{' measured by the pre-fill' if '--capacity prefill' in report['command'] else ''}); "
         f"{report['users']:,} users; worker ready {report['ready_s']:.1f} s after start",
         "",
     ]
@@ -453,7 +481,9 @@ def write(report: dict[str, object], out: Path) -> None:
         p = report["prefill"]
         lines += [
             f"Pre-filled before the timed run: {p['per_user']} events per user ({p['events']:,} "
-            f"events in {p['seconds'] / 60:.1f} min); RSS after it {p['rss_mib_after']} MiB.",
+            f"events in {p['seconds'] / 60:.1f} min; the last {p.get('full_state_events', 0):,} "
+            f"with every state full drained at {p.get('full_state_drain_rate', float('nan')):,.0f}"
+            f" events/s); RSS after it {p['rss_mib_after']} MiB.",
             "",
         ]
     lines += [
@@ -526,10 +556,28 @@ def write(report: dict[str, object], out: Path) -> None:
     log(f"wrote {out / 'soak.json'}, soak.md, soak.png")
 
 
+def _capacity(text: str) -> float | str:
+    if text == "prefill":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a rate or 'prefill': {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be above 0")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, default=30.0)
-    parser.add_argument("--capacity", type=float, required=True, help="Measured events/s.")
+    parser.add_argument(
+        "--capacity",
+        type=_capacity,
+        required=True,
+        help="Measured events/s, or 'prefill': the pre-fill's drain rate once every state "
+        "was full (needs --prefill-events above the history length).",
+    )
     parser.add_argument("--fraction", type=float, default=0.5, help="Of the capacity.")
     parser.add_argument("--users", type=int, default=20_000, help="User population.")
     parser.add_argument(
@@ -555,6 +603,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    args.history_length = int(os.environ.get("RNNREC_HISTORY_LENGTH", "50"))
+    if args.capacity == "prefill" and args.prefill_events <= args.history_length:
+        parser.error(
+            f"--capacity prefill needs --prefill-events above the history length "
+            f"({args.history_length}): the rounds after it measure the drain rate"
+        )
     if args.model is None and not args.scorer_factory:
         parser.error(
             "no model: pass --model CHECKPOINT (bench/bench_serving.py trains "
@@ -602,9 +656,9 @@ def main() -> None:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         report["ready_s"] = wait_ready(port, proc, log_path)
-        log(f"worker ready in {report['ready_s']:.1f} s; offering "
-            f"{args.capacity * args.fraction:,.0f} events/s for {args.minutes} min ...")  # fmt: skip
+        log(f"worker ready in {report['ready_s']:.1f} s")
         raw = asyncio.run(drive(args, prefix, proc.pid))
+        report["capacity"] = round(raw["capacity"], 1)
         if proc.poll() is not None:
             raise RuntimeError(f"worker exited {proc.returncode} during the soak; see {log_path}")
         report["summary"] = summarise(raw)
