@@ -119,4 +119,3 @@ def test_state_table_has_no_standby_replicas_unless_asked(
     monkeypatch.setenv("RNNREC_APP_ID", "rnnrec-standby-test")
     runtime = create_app(load_settings(), scorer=RecentItemsScorer())
     assert runtime.app.conf.table_standby_replicas == 1
-
