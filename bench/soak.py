@@ -473,7 +473,7 @@ def write(report: dict[str, object], out: Path) -> None:
         f"Python {m['python']}, Faust {m['faust']}; load at start {m['loadavg_at_start']}  ",
         f"Model: {report['model']}; offered {s['offered_rate']:,.0f} events/s "
         f"({report['fraction']:.0%} of the capacity {report['capacity']:,.0f}"
-        f"{' measured by the pre-fill' if '--capacity prefill' in report['command'] else ''}); "
+        f"{' measured by the pre-fill' if report['capacity_from_prefill'] else ''}); "
         f"{report['users']:,} users; worker ready {report['ready_s']:.1f} s after start",
         "",
     ]
@@ -481,8 +481,8 @@ def write(report: dict[str, object], out: Path) -> None:
         p = report["prefill"]
         lines += [
             f"Pre-filled before the timed run: {p['per_user']} events per user ({p['events']:,} "
-            f"events in {p['seconds'] / 60:.1f} min; the last {p.get('full_state_events', 0):,} "
-            f"with every state full drained at {p.get('full_state_drain_rate', float('nan')):,.0f}"
+            f"events in {p['seconds'] / 60:.1f} min; the last {p['full_state_events']:,} "
+            f"with every state full drained at {p['full_state_drain_rate']:,.0f}"
             f" events/s); RSS after it {p['rss_mib_after']} MiB.",
             "",
         ]
@@ -603,7 +603,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    args.history_length = int(os.environ.get("RNNREC_HISTORY_LENGTH", "50"))
+    sys.path.insert(0, str(ROOT))
+    from stream_app.settings import load_settings
+
+    # What the worker will read from the same environment.
+    args.history_length = load_settings().history_length
     if args.capacity == "prefill" and args.prefill_events <= args.history_length:
         parser.error(
             f"--capacity prefill needs --prefill-events above the history length "
@@ -616,7 +620,6 @@ def main() -> None:
         )
     if args.scorer_factory:
         args.model = None
-    sys.path.insert(0, str(ROOT))
     args.broker_pid = local_broker_pid(args.bootstrap)
 
     prefix = f"bench-soak-{uuid.uuid4().hex[:8]}"
@@ -645,6 +648,7 @@ def main() -> None:
         "model": str(args.model or args.scorer_factory),
         "minutes": args.minutes,
         "capacity": args.capacity,
+        "capacity_from_prefill": args.capacity == "prefill",
         "fraction": args.fraction,
         "users": args.users,
         "prefill_events_per_user": args.prefill_events,
