@@ -5,6 +5,15 @@ with the carry as base64 float32 (or float16) bytes. JSON keeps the record reada
 in the changelog and easy to evolve (a format number ``v`` leads every record);
 ``test_state.py`` measures the bytes per user. Item ids are stored raw, never as
 vocabulary indices, so a new vocabulary never misreads old state.
+
+Every state write goes to the changelog, which the broker compacts, so bytes per
+record are bytes per event written and rewritten. Format 2 therefore stores the
+last result compactly (float32 scores as base64, the explanation's item ids as
+positions in the user's recent items, its recommended items not repeated) and the
+recent events' digests as one base64 string; `decode_state` rebuilds exactly the
+objects that were sent, so a re-send is byte-identical. Format 1 records (written
+before) are still read; a worker of the previous release cannot read format 2, so
+roll workers forward, not back.
 """
 
 from __future__ import annotations
@@ -20,8 +29,11 @@ import orjson
 from stream_app.events import ClickEvent
 from stream_app.settings import CarryDtype, SessionPolicy
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2
 """Version of the encoded record; bump it (and keep a reader) when fields change."""
+
+READABLE_FORMATS = frozenset({1, STATE_FORMAT})
+"""Formats `decode_state` reads: 1 stored the last result and digests verbatim."""
 
 
 class StateFormatError(ValueError):
@@ -130,8 +142,8 @@ def encode_state(
         "n": state.event_count,
         "p": state.source_partition,
         "o": state.source_offset,
-        "e": [[eid, base64.b64encode(d).decode("ascii")] for eid, d in state.recent_events],
     }
+    record.update(_pack_recent_events(state.recent_events))
     if state.source_rekeyed:
         record["k"] = 1  # absent in records written before repartitioning existed
     if state.carry is not None:
@@ -154,12 +166,12 @@ def encode_state(
             r.event_id,
             r.session_id,
             r.items,
-            r.scores,
+            _pack_scores(r.scores),
             r.p_purchase,
             r.model_version,
             r.event_ts,
             r.produced_ts,
-            r.explanation,
+            _pack_explanation(r.explanation, r.items, state.recent_items),
             r.state_recomputed,
         ]
     return orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -179,7 +191,7 @@ def decode_state(data: bytes) -> UserState:
     """
     try:
         record = orjson.loads(data)
-        if record.get("v") != STATE_FORMAT:
+        if record.get("v") not in READABLE_FORMATS:
             raise StateFormatError(f"unknown state format {record.get('v')!r}")
         carry = None
         if "c" in record:
@@ -189,12 +201,16 @@ def decode_state(data: bytes) -> UserState:
             if "ci" in record:
                 positions = np.frombuffer(base64.b64decode(record["ci"]), np.int32)
                 carry[positions] = np.frombuffer(base64.b64decode(record["ce"]), np.float32)
+        recent_items = list(record["i"])
         last = None
         if "r" in record:
-            last = LastResult(*record["r"])
+            fields = list(record["r"])
+            fields[3] = _unpack_scores(fields[3])
+            fields[8] = _unpack_explanation(fields[8], fields[2], recent_items)
+            last = LastResult(*fields)
         return UserState(
             carry=carry,
-            recent_items=list(record["i"]),
+            recent_items=recent_items,
             session_id=record["s"],
             session_counter=record["sc"],
             session_events=record["se"],
@@ -204,13 +220,108 @@ def decode_state(data: bytes) -> UserState:
             source_partition=record["p"],
             source_offset=record["o"],
             source_rekeyed=bool(record.get("k", 0)),
-            recent_events=[(eid, base64.b64decode(d)) for eid, d in record["e"]],
+            recent_events=_unpack_recent_events(record),
             last_result=last,
         )
     except StateFormatError:
         raise
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (
+        orjson.JSONDecodeError,
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        IndexError,
+    ) as exc:
         raise StateFormatError(f"corrupt state record: {exc}") from None
+
+
+_DIGEST_BYTES = 8  # `stream_app.events.value_digest`
+
+
+def _pack_recent_events(events: list[tuple[str, bytes]]) -> dict[str, Any]:
+    """Event ids as a list and their digests as one base64 string (format 2); any
+    digest of another length falls back to format 1's ``[[id, base64], ...]``."""
+    if all(len(d) == _DIGEST_BYTES for _, d in events):
+        return {
+            "e": [eid for eid, _ in events],
+            "d": base64.b64encode(b"".join(d for _, d in events)).decode("ascii"),
+        }
+    return {"e": [[eid, base64.b64encode(d).decode("ascii")] for eid, d in events]}
+
+
+def _unpack_recent_events(record: dict[str, Any]) -> list[tuple[str, bytes]]:
+    if "d" not in record:
+        return [(eid, base64.b64decode(d)) for eid, d in record["e"]]
+    ids, blob = record["e"], base64.b64decode(record["d"])
+    if len(blob) != _DIGEST_BYTES * len(ids) or not all(type(e) is str for e in ids):
+        raise ValueError("recent event ids and digests differ in number")
+    return [(eid, blob[i * _DIGEST_BYTES : (i + 1) * _DIGEST_BYTES]) for i, eid in enumerate(ids)]
+
+
+def _pack_scores(scores: list[float]) -> list[float] | str:
+    """Scores come from float32 arrays: base64 float32 bytes hold them exactly in a
+    quarter of the JSON text. Anything not float32-exact is stored as is."""
+    packed = np.asarray(scores, np.float32)
+    if packed.shape != (len(scores),) or packed.tolist() != list(scores):
+        return scores
+    return base64.b64encode(packed.tobytes()).decode("ascii")
+
+
+def _unpack_scores(stored: list[float] | str) -> list[float]:
+    if isinstance(stored, str):
+        return np.frombuffer(base64.b64decode(stored), np.float32).tolist()
+    return stored
+
+
+def _pack_explanation(
+    explanation: dict[str, Any] | None, items: list[str], recent_items: list[str]
+) -> Any:
+    """``[method, recent, because, weights]`` for the worker's occlusion explanation.
+
+    ``recent`` is n when the explanation's recent items are the last n of the state's
+    (always, for the event the state ends with), else the list; ``because`` holds
+    positions in that list; the per-item ``item`` fields equal ``items`` and are not
+    repeated. Any other shape is stored verbatim (a dict), so nothing is lost.
+    """
+    if explanation is None:
+        return None
+    try:
+        if list(explanation) != ["method", "recent_items", "per_item"]:
+            return explanation
+        recent = explanation["recent_items"]
+        per_item = explanation["per_item"]
+        if len(per_item) != len(items):
+            return explanation
+        position = {item: i for i, item in reversed(list(enumerate(recent)))}
+        because, weights = [], []
+        for entry, item in zip(per_item, items, strict=True):
+            if list(entry) != ["item", "because", "weights"] or entry["item"] != item:
+                return explanation
+            because.append([position[b] for b in entry["because"]])
+            weights.append(entry["weights"])
+    except (KeyError, TypeError, ValueError):
+        return explanation
+    n = len(recent)
+    suffix = (
+        n if n <= len(recent_items) and recent_items[len(recent_items) - n :] == recent else None
+    )
+    return [explanation["method"], recent if suffix is None else suffix, because, weights]
+
+
+def _unpack_explanation(stored: Any, items: list[str], recent_items: list[str]) -> Any:
+    if not isinstance(stored, list):
+        return stored  # None, or a verbatim dict (format 1, or a shape not packed)
+    method, recent, because, weights = stored
+    if isinstance(recent, int):
+        if not 0 <= recent <= len(recent_items):
+            raise ValueError("explanation refers past the recent items")
+        recent = recent_items[len(recent_items) - recent :] if recent else []
+    per_item = [
+        {"item": item, "because": [recent[p] for p in positions], "weights": w}
+        for item, positions, w in zip(items, because, weights, strict=True)
+    ]
+    return {"method": method, "recent_items": recent, "per_item": per_item}
 
 
 @dataclass(frozen=True, slots=True)

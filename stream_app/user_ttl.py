@@ -35,7 +35,7 @@ import orjson
 from faust.streams import _current_event  # the context Faust's tables read the partition from
 from prometheus_client import CollectorRegistry, Counter
 
-from stream_app.state import STATE_FORMAT
+from stream_app.state import READABLE_FORMATS
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def sweep_view(data: bytes) -> tuple[float, int, int] | None:
     """
     try:
         record = orjson.loads(data)
-        if record.get("v") != STATE_FORMAT:
+        if record.get("v") not in READABLE_FORMATS:
             return None
         return float(record["t"]), int(record["n"]), int(record["p"])
     except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError):
