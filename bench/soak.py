@@ -166,6 +166,69 @@ def delete_topics(bootstrap: str, prefix: str) -> None:
         admin.close()
 
 
+def state_write_bytes(bootstrap: str, topic: str, per_partition: int = 500) -> dict[str, float]:
+    """Sizes of the last ``per_partition`` records of each changelog partition: the
+    bytes every event writes (and the broker later compacts) once states are full."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, max_poll_records=5000)
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not tps:
+            return {}
+        ends = consumer.end_offsets(tps)
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, max(0, ends[tp] - per_partition))
+        sizes: list[int] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(consumer.position(tp) < ends[tp] for tp in tps):
+            for records in consumer.poll(timeout_ms=500).values():
+                sizes += [len(r.value) for r in records if r.value]  # not tombstones
+    finally:
+        consumer.close()
+    if not sizes:
+        return {}
+    a = np.asarray(sizes, np.float64)
+    return {"records": len(a), "mean": float(a.mean()), "p50": float(np.median(a)),
+            "max": float(a.max())}  # fmt: skip
+
+
+def cleanings(bootstrap: str, topic: str, since: float) -> list[dict[str, object]]:
+    """The local broker's log-cleaner lines about ``topic`` since ``since`` (epoch s).
+
+    ``stream_app/kafka/log4j2.xml`` keeps the cleaner at INFO. A cleaning swaps its
+    segments in under the log's lock; lining these up with the slowest seconds shows
+    whether compaction stalls output acknowledgements. Empty for another broker.
+    """
+    import calendar
+
+    from stream_app.kafka_local import LocalBroker
+
+    host, _, port = bootstrap.rpartition(":")
+    if host not in ("127.0.0.1", "localhost") or not port.isdigit():
+        return []
+    path = LocalBroker(port=int(port)).log_file
+    if not path.exists():
+        return []
+    found = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            if topic not in line or not line.startswith("[") or "lean" not in line:
+                continue
+            try:  # "[2026-12-06 14:06:52,123] INFO ..." in the broker's time zone (UTC here)
+                stamp = time.strptime(line[1:20], "%Y-%m-%d %H:%M:%S")
+            except ValueError:
+                continue
+            t = calendar.timegm(stamp) + int(line[21:24]) / 1000
+            message = line[26:].partition(" ")[2]  # after the level
+            if t >= since:
+                found.append(
+                    {"t": t, "utc": line[12:24].replace(",", "."), "line": message[:200].strip()}
+                )
+    return found
+
+
 def wait_ready(port: int, proc: subprocess.Popen, log_path: Path, timeout_s: float = 300) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
@@ -255,6 +318,7 @@ async def drive(args: argparse.Namespace, prefix: str, pid: int) -> dict[str, ob
     out_count = np.zeros(planned, np.int32)
     sampler = asyncio.create_task(sample())
     started = time.monotonic()
+    timed_start = time.time()
     last_report = started
     tick = 0.1
     try:
@@ -298,6 +362,7 @@ async def drive(args: argparse.Namespace, prefix: str, pid: int) -> dict[str, ob
         "rate": rate,
         "capacity": capacity,
         "prefill": prefill,
+        "timed_start": timed_start,
     }
 
 
@@ -505,6 +570,16 @@ def write(report: dict[str, object], out: Path) -> None:
     if slowest:
         lines += ["", "Slowest seconds (UTC of the input, worst latency): "
                   + ", ".join(f"{x['utc']} {x['max_ms']:,} ms" for x in slowest) + "."]  # fmt: skip
+    sizes = report.get("state_write_bytes") or {}
+    if sizes:
+        lines += ["", f"State write size (last {sizes['records']:,} changelog records): mean "
+                  f"{sizes['mean']:,.0f} B, median {sizes['p50']:,.0f} B, max {sizes['max']:,.0f} B."]  # fmt: skip
+    if "cleanings" in report:
+        # The swap is the moment the cleaned segment replaces the old ones (log lock).
+        swaps = [c for c in report["cleanings"] if c["line"].startswith("Swapping in")]
+        lines += ["", f"Changelog segment swaps after cleaning, from the local broker's log, "
+                  f"during the timed run: {len(swaps)}"
+                  + (" at " + ", ".join(c["utc"][:8] for c in swaps) if swaps else "") + "."]  # fmt: skip
     lines += [
         "",
         "CPU per minute (100 % = one core of the 2) and the worker's own counters:",
@@ -667,6 +742,9 @@ def main() -> None:
             raise RuntimeError(f"worker exited {proc.returncode} during the soak; see {log_path}")
         report["summary"] = summarise(raw)
         report["prefill"] = raw["prefill"]
+        changelog = f"{prefix}-app-user-state-changelog"
+        report["state_write_bytes"] = state_write_bytes(args.bootstrap, changelog)
+        report["cleanings"] = cleanings(args.bootstrap, changelog, raw["timed_start"])
     finally:
         log("stopping the worker ...")
         proc.send_signal(signal.SIGTERM)
