@@ -576,10 +576,11 @@ def write(report: dict[str, object], out: Path) -> None:
                   f"{sizes['mean']:,.0f} B, median {sizes['p50']:,.0f} B, max {sizes['max']:,.0f} B."]  # fmt: skip
     if "cleanings" in report:
         # The swap is the moment the cleaned segment replaces the old ones (log lock).
-        swaps = [c for c in report["cleanings"] if c["line"].startswith("Swapping in")]
-        lines += ["", f"Changelog segment swaps after cleaning, from the local broker's log, "
-                  f"during the timed run: {len(swaps)}"
-                  + (" at " + ", ".join(c["utc"][:8] for c in swaps) if swaps else "") + "."]  # fmt: skip
+        found = report["cleanings"]
+        begun = sum("Beginning cleaning" in c["line"] for c in found)
+        swaps = sorted({c["utc"][:8] for c in found if "Swapping in cleaned segment" in c["line"]})
+        lines += ["", f"Changelog cleanings by the local broker during the timed run (its log): "
+                  f"{begun}, swapping segments in at " + (", ".join(swaps) or "-") + "."]  # fmt: skip
     lines += [
         "",
         "CPU per minute (100 % = one core of the 2) and the worker's own counters:",
