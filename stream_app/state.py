@@ -260,8 +260,8 @@ def _unpack_recent_events(record: dict[str, Any]) -> list[tuple[str, bytes]]:
 
 
 def _pack_scores(scores: list[float]) -> list[float] | str:
-    """Scores come from float32 arrays: base64 float32 bytes hold them exactly in a
-    quarter of the JSON text. Anything not float32-exact is stored as is."""
+    """Scores come from float32 arrays: base64 float32 bytes hold them exactly in about
+    a third of their JSON text. Anything not float32-exact is stored as is."""
     packed = np.asarray(scores, np.float32)
     if packed.shape != (len(scores),) or packed.tolist() != list(scores):
         return scores
