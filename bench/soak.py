@@ -130,14 +130,20 @@ class EventSource:
         return user.encode(), orjson.dumps(document), index
 
 
-def local_broker_pid(bootstrap: str) -> int | None:
-    """The pid of the project's local broker at ``bootstrap`` (None for another broker)."""
+def local_broker(bootstrap: str):
+    """The project's local broker at ``bootstrap`` (a LocalBroker), or None for another."""
     from stream_app.kafka_local import LocalBroker
 
     host, _, port = bootstrap.rpartition(":")
     if host not in ("127.0.0.1", "localhost") or not port.isdigit():
         return None
-    return LocalBroker(port=int(port)).pid()
+    return LocalBroker(port=int(port))
+
+
+def local_broker_pid(bootstrap: str) -> int | None:
+    """The pid of the project's local broker at ``bootstrap`` (None for another broker)."""
+    broker = local_broker(bootstrap)
+    return broker.pid() if broker else None
 
 
 def create_topics(bootstrap: str, prefix: str, partitions: int) -> None:
@@ -203,14 +209,10 @@ def cleanings(bootstrap: str, topic: str, since: float) -> list[dict[str, object
     """
     import calendar
 
-    from stream_app.kafka_local import LocalBroker
-
-    host, _, port = bootstrap.rpartition(":")
-    if host not in ("127.0.0.1", "localhost") or not port.isdigit():
+    broker = local_broker(bootstrap)
+    if broker is None or not broker.log_file.exists():
         return []
-    path = LocalBroker(port=int(port)).log_file
-    if not path.exists():
-        return []
+    path = broker.log_file
     found = []
     with open(path, errors="replace") as f:
         for line in f:
