@@ -45,14 +45,25 @@ class OffsetProbe:
     """
 
     def __init__(
-        self, bootstrap_servers: str, security: dict[str, Any], timeout_s: float = 3.0
+        self,
+        bootstrap_servers: str,
+        security: dict[str, Any],
+        timeout_s: float = 3.0,
+        group: str | None = None,
     ) -> None:
-        """Remember how to connect; nothing is opened until the first probe."""
+        """Remember how to connect; nothing is opened until the first probe.
+
+        ``group`` is the worker's consumer group, for `start_offset`.
+        """
         self.bootstrap_servers = bootstrap_servers
         self.security = security
         self.timeout_s = timeout_s
+        self.group = group
         self.lock = asyncio.Lock()
         self.consumer: KafkaConsumer | None = None
+        # Reads the group's committed offsets only: it never subscribes, so it never
+        # joins the group or commits.
+        self.group_reader: KafkaConsumer | None = None
 
     async def read_from(self, topic: str, partition: int, offset: int) -> ProbeResult:
         """The first record at or after ``offset`` on one partition (see `ProbeResult`)."""
@@ -62,6 +73,37 @@ class OffsetProbe:
             except Exception:
                 await asyncio.to_thread(self.close)  # start clean next time
                 raise
+
+    async def start_offset(self, topic: str, partition: int) -> int:
+        """Where the group starts reading a partition: its committed offset, or the
+        log start when nothing (or nothing still in the log) is committed, as the
+        worker's consumer resets to earliest."""
+        async with self.lock:
+            try:
+                return await asyncio.to_thread(self._start_offset, topic, partition)
+            except Exception:
+                await asyncio.to_thread(self.close)
+                raise
+
+    def _start_offset(self, topic: str, partition: int) -> int:
+        if self.group is None:
+            raise ValueError("the probe was made without the worker's group")
+        if self.group_reader is None:
+            self.group_reader = KafkaConsumer(
+                bootstrap_servers=self.bootstrap_servers,
+                group_id=self.group,
+                enable_auto_commit=False,
+                **self.security,
+            )
+        reader = self.group_reader
+        tp = TopicPartition(topic, partition)
+        timeout_ms = int(self.timeout_s * 1000)
+        committed = reader.committed(tp, timeout_ms=timeout_ms)
+        earliest = reader.beginning_offsets([tp], timeout_ms=timeout_ms)[tp]
+        latest = reader.end_offsets([tp], timeout_ms=timeout_ms)[tp]
+        if committed is None or not earliest <= committed <= latest:
+            return int(earliest)  # out of range: the consumer resets to earliest
+        return int(committed)
 
     def _read_from(self, topic: str, partition: int, offset: int) -> ProbeResult:
         if self.consumer is None:
@@ -95,6 +137,7 @@ class OffsetProbe:
 
     def close(self) -> None:
         """Close the consumer (a later probe opens a new one)."""
-        if self.consumer is not None:
-            self.consumer.close()
-            self.consumer = None
+        for consumer in (self.consumer, self.group_reader):
+            if consumer is not None:
+                consumer.close()
+        self.consumer = self.group_reader = None

@@ -145,8 +145,21 @@ def read_outputs(
         records = drain(setup.bootstrap, setup.topic(role), expected=expected, timeout_s=3)
         if len(records) >= expected:
             break
-    assert len(records) >= expected, f"{role}: got {len(records)} of {expected}:\n{tail(setup.log)}"
+    assert len(records) >= expected, (
+        f"{role}: got {len(records)} of {expected} ({_event_ids(records)}):\n{tail(setup.log)}"
+    )
     return sorted(records, key=lambda r: (r.partition, r.offset))
+
+
+def _event_ids(records: list[Record]) -> str:
+    """Which events the records answer, to tell from a failure what is missing."""
+    ids = []
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        try:
+            ids.append(f"{record.partition}:{orjson.loads(record.value)['event_id']}")
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            ids.append(f"{record.partition}@{record.offset}")
+    return ", ".join(ids[:60]) + (" ..." if len(ids) > 60 else "")
 
 
 def click(user: str, event_id: str, item: str, ts: float, **fields: object) -> tuple[bytes, bytes]:

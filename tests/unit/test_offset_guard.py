@@ -211,6 +211,13 @@ class Probe:
     highwater: int
     fail: bool = False
     reads: list[tuple[str, int, int]] = field(default_factory=list)
+    # Where the group starts on a partition (committed, else log start); absent: unknown.
+    starts: dict[tuple[str, int], int] = field(default_factory=dict)
+    start_lookups: list[tuple[str, int]] = field(default_factory=list)
+
+    async def start_offset(self, topic: str, partition: int) -> int:
+        self.start_lookups.append((topic, partition))
+        return self.starts[(topic, partition)]  # KeyError: the broker did not answer
 
     async def read_from(self, topic: str, partition: int, offset: int) -> ProbeResult:
         self.reads.append((topic, partition, offset))
@@ -283,3 +290,55 @@ def test_a_record_lost_at_a_partitions_end_is_still_fetched_again_with_a_probe(
     run(server.fetch_tail_holes())
     assert consumer.seeks == [(TP(TOPIC, 0), 12)]
     assert probes(server, "missing") == 1
+
+
+def test_records_dropped_before_the_first_one_delivered_are_fetched_when_faust_knows_no_start(
+    guarded,
+) -> None:
+    # Partition 1: offset 0 committed (or nothing), which Faust records as None. The
+    # start-up race dropped 0..7; only 8 and 9 arrive.
+    server, consumer = guarded
+    server.probe = Probe({(TOPIC, 1): list(range(10))}, highwater=10, starts={(TOPIC, 1): 0})
+    assert run(server._contiguous(events(1, 8, 9))) == []
+    assert consumer.seeks == [(TP(TOPIC, 1), 0)]
+    assert offsets(run(server._contiguous(events(1, *range(10))))) == [(1, o) for o in range(10)]
+    # Looked up once per partition and assignment.
+    run(server._contiguous(events(1, 10)))
+    assert server.probe.start_lookups == [(TOPIC, 1)]
+
+
+def test_a_first_record_at_the_groups_start_is_served_without_seeking(guarded) -> None:
+    server, consumer = guarded
+    # Retention removed 0..7: the consumer starts at the log start, 8.
+    server.probe = Probe({(TOPIC, 1): [8, 9]}, highwater=10, starts={(TOPIC, 1): 8})
+    assert offsets(run(server._contiguous(events(1, 8, 9)))) == [(1, 8), (1, 9)]
+    assert consumer.seeks == [] and server.probe.reads == []
+
+
+def test_an_unknown_start_trusts_what_faust_delivers(guarded) -> None:
+    server, consumer = guarded
+    server.probe = Probe({(TOPIC, 1): list(range(10))}, highwater=10)  # lookup fails
+    assert offsets(run(server._contiguous(events(1, 8, 9)))) == [(1, 8), (1, 9)]
+    assert consumer.seeks == []
+
+
+def test_records_never_delivered_on_a_partition_without_commit_are_fetched_after_the_stall(
+    guarded, clock: list[float]
+) -> None:
+    # Nothing committed on partition 1 and nothing delivered: without the group's
+    # start the tail check had no offset to compare the high-water mark with.
+    server, consumer = guarded
+    server.probe = Probe({(TOPIC, 1): list(range(8))}, highwater=8, starts={(TOPIC, 1): 0})
+    consumer.highwaters = {TP(TOPIC, 1): 8}
+    run(server.fetch_tail_holes())
+    clock[0] += _TAIL_STALL_S + 0.5
+    run(server.fetch_tail_holes())
+    assert consumer.seeks == [(TP(TOPIC, 1), 0)]
+    # A partition whose group is at its end is left alone.
+    server.forget_offsets()
+    consumer.seeks.clear()
+    server.probe.starts[(TOPIC, 1)] = 8
+    run(server.fetch_tail_holes())
+    clock[0] += _TAIL_STALL_S + 0.5
+    run(server.fetch_tail_holes())
+    assert consumer.seeks == []
