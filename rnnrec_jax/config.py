@@ -142,6 +142,9 @@ class TrainConfig:
       steps_per_call: session-parallel steps fused into one compiled `lax.scan`.
       eval_batch_size: parallel sessions during evaluation.
       label_smoothing: label smoothing for full-softmax cross-entropy.
+      param_ema: per-step decay of an exponential moving average of the params
+        (0 = off). When on, the average is what is evaluated, early-stopped on and
+        returned: the raw params only drive the optimiser.
     """
 
     batch_size: int = 32
@@ -164,6 +167,7 @@ class TrainConfig:
     steps_per_call: int = 256
     eval_batch_size: int = 512
     label_smoothing: float = 0.0
+    param_ema: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loss not in ("cross-entropy", "bpr-max"):
@@ -174,6 +178,8 @@ class TrainConfig:
             raise ValueError("batch_size and steps_per_call must be positive")
         if self.n_sample < -1:
             raise ValueError("n_sample must be -1 (full softmax), 0 or positive")
+        if not 0.0 <= self.param_ema < 1.0:
+            raise ValueError("param_ema must be in [0, 1)")
 
     @property
     def full_softmax(self) -> bool:

@@ -218,6 +218,8 @@ class TrainState(NamedTuple):
     opt_state: Any
     carry: dict[str, Any]
     rng: jax.Array
+    # Moving average of params (TrainConfig.param_ema > 0), else None.
+    ema: dict[str, Any] | None = None
 
 
 class StepBatch(NamedTuple):
@@ -262,7 +264,8 @@ def init_train_state(
         }
         opts = (dense_opt, row_opt)
     carry = models.initial_carry(mc, tc.batch_size)
-    return TrainState(params, opt_state, carry, k_rng), opts
+    ema = jax.tree_util.tree_map(jnp.copy, params) if tc.param_ema > 0 else None
+    return TrainState(params, opt_state, carry, k_rng, ema), opts
 
 
 def make_train_chunk(
@@ -312,7 +315,7 @@ def make_train_chunk(
         grads, (new_carry, rec) = jax.grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = dense_opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(params, opt_state, new_carry, rng), rec
+        return TrainState(params, opt_state, new_carry, rng, state.ema), rec
 
     # Updates of the output table arrive coalesced (see sampled_step).
     unique_opt = make_row_optimiser(tc, unique_indices=True) if row_opt is not None else None
@@ -379,7 +382,7 @@ def make_train_chunk(
                 rows, state.opt_state["item_in"], params["item_in"]
             )
             new_params["item_in"] = sparse_optim.apply_row_updates(params["item_in"], upd)
-        return TrainState(new_params, new_opt, new_carry, rng), rec
+        return TrainState(new_params, new_opt, new_carry, rng, state.ema), rec
 
     step = full_step if tc.full_softmax else sampled_step
 
@@ -395,6 +398,10 @@ def make_train_chunk(
             st, step_losses = carry
             b = jax.tree_util.tree_map(lambda x: x[i], batches)
             st, rec = step(st, b)
+            if st.ema is not None:
+                d = tc.param_ema
+                ema = jax.tree_util.tree_map(lambda e, p: d * e + (1.0 - d) * p, st.ema, st.params)
+                st = st._replace(ema=ema)
             return st, step_losses.at[i].set(rec)
 
         return jax.lax.fori_loop(0, n_run, body, (state, jnp.zeros((n,), jnp.float32)))
@@ -561,7 +568,7 @@ def train_and_evaluate(
         if valid_enc is not None:
             rep = evaluate.evaluate_encoded(
                 mc,
-                state.params,
+                served(state),
                 valid_enc,
                 n_items,
                 batch_size=tc.eval_batch_size,
@@ -571,7 +578,7 @@ def train_and_evaluate(
             rec["valid_recall@20"] = rep["recall@20"]
             rec["valid_mrr@20"] = rep["mrr@20"]
             if rep["mrr@20"] > best[0]:
-                best = (rep["mrr@20"], epoch, jax.tree_util.tree_map(np.asarray, state.params))
+                best = (rep["mrr@20"], epoch, jax.tree_util.tree_map(np.asarray, served(state)))
                 bad_epochs = 0
             else:
                 bad_epochs += 1
@@ -585,7 +592,7 @@ def train_and_evaluate(
             )
         if valid_enc is not None and tc.patience > 0 and bad_epochs >= tc.patience:
             break
-    params = state.params
+    params = served(state)
     best_epoch = len(history)
     if best[2] is not None and tc.patience > 0:
         params = jax.tree_util.tree_map(jnp.asarray, best[2])
@@ -607,6 +614,11 @@ def train_and_evaluate(
                 np.asarray(valid_report.pop("_purchase_labels")),
             )
     return TrainResult(params, mc, tc, vocab, history, best_epoch, valid_report, calibration)
+
+
+def served(state: TrainState) -> dict[str, Any]:
+    """The params a model is evaluated and saved with: the moving average when on."""
+    return state.params if state.ema is None else state.ema
 
 
 def _progress_bar(total: int, epoch: int, enabled: bool) -> Any:
