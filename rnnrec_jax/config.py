@@ -145,6 +145,11 @@ class TrainConfig:
       param_ema: per-step decay of an exponential moving average of the params
         (0 = off). When on, the average is what is evaluated, early-stopped on and
         returned: the raw params only drive the optimiser.
+      recency_days: after the epochs (and the early-stopping choice), one more pass
+        over the sessions that start in the last ``recency_days`` of the training
+        data, as the online trainer fine-tunes (SGD with momentum, fresh state;
+        `rnnrec_jax.finetune.fine_tune`). 0 = off.
+      recency_lr: learning rate of that pass.
     """
 
     batch_size: int = 32
@@ -168,6 +173,8 @@ class TrainConfig:
     eval_batch_size: int = 512
     label_smoothing: float = 0.0
     param_ema: float = 0.0
+    recency_days: float = 0.0
+    recency_lr: float = 0.05
 
     def __post_init__(self) -> None:
         if self.loss not in ("cross-entropy", "bpr-max"):
@@ -180,6 +187,8 @@ class TrainConfig:
             raise ValueError("n_sample must be -1 (full softmax), 0 or positive")
         if not 0.0 <= self.param_ema < 1.0:
             raise ValueError("param_ema must be in [0, 1)")
+        if self.recency_days < 0 or self.recency_lr < 0:
+            raise ValueError("recency_days and recency_lr must be >= 0")
 
     @property
     def full_softmax(self) -> bool:

@@ -597,6 +597,11 @@ def train_and_evaluate(
     if best[2] is not None and tc.patience > 0:
         params = jax.tree_util.tree_map(jnp.asarray, best[2])
         best_epoch = best[1]
+    if tc.recency_days > 0:
+        params, recency = _recency_pass(mc, tc, params, vocab, train_events, buy_times)
+        history.append({"epoch": len(history) + 1, "phase": "recency", **recency})
+        if log is not None:
+            log(" ".join(f"{k_}={v}" for k_, v in history[-1].items()))
     valid_report = None
     calibration = (1.0, 0.0)
     if valid_enc is not None:
@@ -608,12 +613,46 @@ def train_and_evaluate(
             batch_size=tc.eval_batch_size,
             with_purchase=mc.purchase_head and valid_buy_times is not None,
         )
+        if tc.recency_days > 0:  # the pass's point on the training curve
+            history[-1]["valid_recall@20"] = valid_report["recall@20"]
+            history[-1]["valid_mrr@20"] = valid_report["mrr@20"]
         if mc.purchase_head and valid_buy_times is not None:
             calibration = evaluate.fit_platt(
                 np.asarray(valid_report.pop("_purchase_logits")),
                 np.asarray(valid_report.pop("_purchase_labels")),
             )
     return TrainResult(params, mc, tc, vocab, history, best_epoch, valid_report, calibration)
+
+
+def _recency_pass(
+    mc: ModelConfig,
+    tc: TrainConfig,
+    params: dict[str, Any],
+    vocab: Any,
+    train_events: Events,
+    buy_times: Mapping[str, float] | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One fine-tuning pass over the last ``tc.recency_days`` of the training sessions.
+
+    Returns the new params and the pass's figures (sessions, events, loss, seconds).
+    """
+    from rnnrec_jax.finetune import fine_tune  # local: finetune imports this module
+    from rnnrec_jax.model_io import TrainedModel, as_item_vocabulary
+
+    events = as_session_events(train_events)
+    starts = events.session_start_times()
+    recent = events.filter_sessions(starts >= float(events.times.max()) - tc.recency_days * 86400)
+    model = TrainedModel(
+        params=params,
+        model_cfg=mc,
+        vocab=as_item_vocabulary(vocab, mc.item_capacity),
+        version="offline",
+        train_cfg=tc,
+    )
+    tuned = fine_tune(model, recent, learning_rate=tc.recency_lr, seed=tc.seed, buy_times=buy_times)
+    figures = tuned.metrics["fine_tune"]
+    keep = ("sessions", "events", "steps", "loss", "seconds", "learning_rate")
+    return tuned.params, {k: figures[k] for k in keep}
 
 
 def served(state: TrainState) -> dict[str, Any]:

@@ -315,3 +315,35 @@ def test_param_ema_is_what_training_returns():
     assert 0.0 < result.valid_report["mrr@20"] <= 1.0
     with pytest.raises(ValueError, match="param_ema"):
         TrainConfig(param_ema=1.0)
+
+
+def test_recency_pass_fine_tunes_on_the_last_sessions_only():
+    df = _synthetic(n_sessions=120)  # one event a second
+    mc = ModelConfig(item_capacity=40, hidden_sizes=(8,))
+    tc = TrainConfig(batch_size=4, n_sample=-1, optimiser="adam", learning_rate=0.05,
+                     epochs=1, steps_per_call=8)  # fmt: skip
+    plain = train_and_evaluate(mc, tc, df, df, progress=False, log=None)
+    window_s = 100.0
+    recent = dataclasses.replace(tc, recency_days=window_s / 86400, recency_lr=0.05)
+    tuned = train_and_evaluate(mc, recent, df, df, progress=False, log=None)
+    # The same epochs, then one pass over the sessions starting in the last 100 s.
+    assert tuned.history[0]["loss"] == plain.history[0]["loss"]
+    record = tuned.history[-1]
+    assert record["phase"] == "recency" and record["epoch"] == 2
+    assert record["valid_mrr@20"] == tuned.valid_report["mrr@20"]
+    starts = df.groupby("SessionId")["Time"].min()
+    window = df[df["SessionId"].isin(starts[starts >= df["Time"].max() - window_s].index)]
+    # Consecutive repeats are dropped, as the online fine-tune does.
+    window = window[window["ItemId"] != window.groupby("SessionId")["ItemId"].shift()]
+    assert 0 < record["events"] == len(window) < len(df)
+    assert record["sessions"] == int((window.groupby("SessionId").size() >= 2).sum())
+    leaves = zip(
+        jax.tree_util.tree_leaves(tuned.params),
+        jax.tree_util.tree_leaves(plain.params),
+        strict=True,
+    )
+    assert any(not np.allclose(a, b) for a, b in leaves)
+    # Off (the default) changes nothing; the window and rate must be sane.
+    assert TrainConfig().recency_days == 0.0
+    with pytest.raises(ValueError, match="recency"):
+        TrainConfig(recency_days=-1.0)
