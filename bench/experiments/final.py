@@ -65,7 +65,7 @@ def main() -> None:
             res.model_cfg, exclude_input_item=not res.model_cfg.exclude_input_item
         )
         alt = evaluate.evaluate(flipped, split(args.test), params=res.params, vocab=res.vocab)
-        tps = [h["targets_per_s"] for h in res.history[1:]]
+        tps = [h["targets_per_s"] for h in res.history[1:] if "targets_per_s" in h]
         rec = {
             "config": args.config,
             "seed": seed,
