@@ -336,6 +336,8 @@ def fine_tune(
         epochs=epochs,
         seed=seed,
         steps_per_call=steps_per_call,
+        # A fine-tune returns its last params: no moving average to carry along.
+        param_ema=0.0,
     )
     enc = encode_events(events, model.vocab, buy_times=buy_times)
     counts = item_counts(enc, mc.item_capacity)

@@ -584,12 +584,7 @@ def train_and_evaluate(
                 bad_epochs += 1
         history.append(rec)
         if log is not None:
-            log(
-                " ".join(
-                    f"{k_}={v:.4f}" if isinstance(v, float) else f"{k_}={v}"
-                    for k_, v in rec.items()
-                )
-            )
+            log(_log_line(rec))
         if valid_enc is not None and tc.patience > 0 and bad_epochs >= tc.patience:
             break
     params = served(state)
@@ -601,7 +596,7 @@ def train_and_evaluate(
         params, recency = _recency_pass(mc, tc, params, vocab, train_events, buy_times)
         history.append({"epoch": len(history) + 1, "phase": "recency", **recency})
         if log is not None:
-            log(" ".join(f"{k_}={v}" for k_, v in history[-1].items()))
+            log(_log_line(history[-1]))
     valid_report = None
     calibration = (1.0, 0.0)
     if valid_enc is not None:
@@ -653,6 +648,12 @@ def _recency_pass(
     figures = tuned.metrics["fine_tune"]
     keep = ("sessions", "events", "steps", "loss", "seconds", "learning_rate")
     return tuned.params, {k: figures[k] for k in keep}
+
+
+def _log_line(record: Mapping[str, Any]) -> str:
+    return " ".join(
+        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()
+    )
 
 
 def served(state: TrainState) -> dict[str, Any]:
