@@ -593,7 +593,7 @@ def train_and_evaluate(
         params = jax.tree_util.tree_map(jnp.asarray, best[2])
         best_epoch = best[1]
     if tc.recency_days > 0:
-        params, recency = _recency_pass(mc, tc, params, vocab, train_events, buy_times)
+        params, recency = recency_pass(mc, tc, params, vocab, train_events, buy_times)
         history.append({"epoch": len(history) + 1, "phase": "recency", **recency})
         if log is not None:
             log(_log_line(history[-1]))
@@ -619,17 +619,22 @@ def train_and_evaluate(
     return TrainResult(params, mc, tc, vocab, history, best_epoch, valid_report, calibration)
 
 
-def _recency_pass(
+def recency_pass(
     mc: ModelConfig,
     tc: TrainConfig,
     params: dict[str, Any],
     vocab: Any,
     train_events: Events,
-    buy_times: Mapping[str, float] | None,
+    buy_times: Mapping[str, float] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """One fine-tuning pass over the last ``tc.recency_days`` of the training sessions.
 
-    Returns the new params and the pass's figures (sessions, events, loss, seconds).
+    SGD with momentum at ``tc.recency_lr`` from a fresh optimiser state, seeded with
+    ``tc.seed`` (`rnnrec_jax.finetune.fine_tune`); ``params`` are not modified.
+
+    Returns:
+        The new params and the pass's figures (sessions, events, steps, loss, seconds,
+        learning rate).
     """
     from rnnrec_jax.finetune import fine_tune  # local: finetune imports this module
     from rnnrec_jax.model_io import TrainedModel, as_item_vocabulary

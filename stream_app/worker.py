@@ -394,9 +394,7 @@ class ClickstreamServer:
         for event in events:
             message = event.message
             tp = (message.topic, message.partition)
-            expected = self._expected(consumer, tp, message.tp)
-            if expected is None and message.offset > 0:
-                expected = await self._start_offset(tp)
+            expected = await self._next_expected(consumer, tp, message.tp, message.offset)
             if expected is not None and message.offset < expected:
                 # Delivered again within this process (after a seek): its outputs and
                 # state are done. Not acked: an ack of an offset below the committed
@@ -472,10 +470,8 @@ class ClickstreamServer:
             tp = (partition.topic, partition.partition)
             if partition.topic not in watched or tp in self.refetching:
                 continue
-            expected = self._expected(consumer, tp, partition)
             highwater = consumer.highwater(partition)
-            if expected is None and highwater:
-                expected = await self._start_offset(tp)
+            expected = await self._next_expected(consumer, tp, partition, highwater or 0)
             if expected is None or highwater is None or highwater <= expected:
                 self.tail_waits.pop(tp, None)
                 continue
@@ -500,8 +496,11 @@ class ClickstreamServer:
             self.refetching[tp] = _Refetch(partition, expected, now)
             await self._seek(consumer, partition, expected)
 
-    async def _start_offset(self, tp: tuple[str, int]) -> int | None:
-        """Where this worker should have started on a partition (None: unknown).
+    async def _next_expected(
+        self, consumer: Any, tp: tuple[str, int], partition: Any, seen_upto: int
+    ) -> int | None:
+        """`_expected`, or where the group starts when that is unknown and a record
+        beyond offset 0 (``seen_upto``: an offset delivered or a high-water mark) exists.
 
         Faust's recovery seek leaves ``None`` both for "nothing committed" and for
         "offset 0 committed", so `_expected` knows nothing, and a record that the
@@ -509,8 +508,9 @@ class ClickstreamServer:
         gets outputs for it; the commit steps over it). The group's committed offset,
         or the log start, read once per partition and assignment, closes that gap.
         """
-        if self.probe is None:
-            return None
+        expected = self._expected(consumer, tp, partition)
+        if expected is not None or seen_upto <= 0 or self.probe is None:
+            return expected
         try:
             start = await self.probe.start_offset(*tp)
         except Exception as exc:  # unsure: fall back to trusting what Faust delivers

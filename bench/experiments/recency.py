@@ -2,14 +2,17 @@
 
 Usage:
     .venv/bin/python bench/experiments/recency.py CONFIG [--seed 0] \
-        [--days 1 2] [--lrs 0.01 0.03] [--optimiser sgd]
+        [--days 1 2] [--lrs 0.01 0.03]
 
-Trains CONFIG on train_tr for its epoch count, then for each (days, learning rate)
-fine-tunes a copy (`rnnrec_jax.finetune.fine_tune`, one epoch) on the sessions that
-start in the last ``days`` of train_tr, and scores every model on train_valid.
+Trains CONFIG on train_tr for its epoch count (its own recency pass off), then for
+each (days, learning rate) runs the recency pass (`rnnrec_jax.train.recency_pass`:
+one epoch of `rnnrec_jax.finetune.fine_tune` on the sessions that start in the last
+``days`` of train_tr) on a copy, and scores every model on train_valid.
 Session-parallel training walks the data in time order, so the last params already
 lean to recent behaviour; this asks whether leaning further pays off on the next day.
-Appends one JSON line per run to bench/experiments/recency.jsonl.
+Appends one JSON line per run to bench/experiments/recency.jsonl (``recent_events``:
+the events the pass trained on, consecutive repeats dropped; the first 19 lines
+counted them before the drop).
 """
 
 from __future__ import annotations
@@ -27,9 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import split
 
 from rnnrec_jax import evaluate
-from rnnrec_jax.finetune import fine_tune
-from rnnrec_jax.model_io import TrainedModel, as_item_vocabulary
-from rnnrec_jax.train import encode_events, train_and_evaluate
+from rnnrec_jax.train import encode_events, recency_pass, train_and_evaluate
 
 LOG = Path(__file__).parent / "recency.jsonl"
 
@@ -40,22 +41,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--days", type=float, nargs="+", default=[1.0, 2.0])
     ap.add_argument("--lrs", type=float, nargs="+", default=[0.01, 0.03])
-    ap.add_argument("--optimiser", default="sgd")
     args = ap.parse_args()
     mc, tc = importlib.import_module(f"rnnrec_jax.configs.{args.config}").get_config()
-    tc = dataclasses.replace(tc, seed=args.seed)
+    tc = dataclasses.replace(tc, seed=args.seed, recency_days=0.0)
     train, valid = split("train_tr"), split("train_valid")
     started = time.time()
     result = train_and_evaluate(mc, tc, train, None, progress=False)
-    model = TrainedModel(
-        params=result.params,
-        model_cfg=result.model_cfg,
-        vocab=as_item_vocabulary(result.vocab, result.model_cfg.item_capacity),
-        version="base",
-        train_cfg=result.train_cfg,
-    )
-    enc_v = encode_events(valid, model.vocab)
-    n_items = len(model.vocab)
+    enc_v = encode_events(valid, result.vocab)
+    n_items = len(result.vocab)
 
     def score(params: dict) -> dict:
         rep = evaluate.evaluate_encoded(
@@ -65,25 +58,23 @@ def main() -> None:
 
     base = score(result.params)
     print(f"base ({time.time() - started:.0f}s): {base}", flush=True)
-    last = float(train.times.max())
-    starts = train.session_start_times()
     for days in args.days:
-        recent = train.filter_sessions(starts >= last - days * 86400)
         for lr in args.lrs:
             t = time.time()
-            tuned = fine_tune(
-                model, recent, learning_rate=lr, optimiser=args.optimiser, seed=args.seed
+            pass_tc = dataclasses.replace(tc, recency_days=days, recency_lr=lr)
+            params, figures = recency_pass(
+                result.model_cfg, pass_tc, result.params, result.vocab, train
             )
-            got = score(tuned.params)
+            got = score(params)
             row = {
                 "config": args.config, "seed": args.seed, "days": days, "lr": lr,
-                "optimiser": args.optimiser, "recent_events": recent.n_events,
+                "optimiser": "sgd", "recent_events": figures["events"],
                 "base": base, "tuned": got, "seconds": time.time() - t,
             }  # fmt: skip
             with LOG.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             print(
-                f"days={days} lr={lr} events={recent.n_events}: {got} "
+                f"days={days} lr={lr} events={figures['events']}: {got} "
                 f"(base MRR@20 {base['mrr@20']:.4f})",
                 flush=True,
             )

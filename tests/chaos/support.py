@@ -20,6 +20,7 @@ from subprocess import Popen
 
 import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
 
 from stream_app.kafka_io import Record, drain
 from stream_app.state import StateFormatError, UserState, decode_state
@@ -198,6 +199,20 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     try:
         return {p: consumer.committed(TopicPartition(topic, p)) or 0 for p in range(partitions)}
+    finally:
+        consumer.close()
+
+
+def commit_offsets(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
+    """Commit offsets for a group as a tool does: no membership (generation -1).
+
+    The broker refuses such commits while the group has active members.
+    """
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        tps = {p: TopicPartition(topic, p) for p in offsets}
+        consumer.assign(list(tps.values()))
+        consumer.commit({tps[p]: OffsetAndMetadata(o, "", -1) for p, o in offsets.items()})
     finally:
         consumer.close()
 

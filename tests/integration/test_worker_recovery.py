@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import orjson
-from kafka import KafkaConsumer, TopicPartition
-from kafka.structs import OffsetAndMetadata
 
 from stream_app.kafka_io import create_topics, produce
 from stream_app.state import LastResult, UserState, encode_state
+from tests.chaos.support import commit_offsets
 from tests.processes import running_process, tail
 from tests.worker_harness import (
     WORKER_ARGS,
@@ -73,16 +72,6 @@ def test_restart_continues_each_users_state_from_the_changelog(
     assert got["u0-9"]["items"][:5] == ["9", "8", "7", "6", "5"]  # second session only
 
 
-def _rewind_group(bootstrap: str, group: str, topic: str, partitions: int) -> None:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        consumer.commit({tp: OffsetAndMetadata(0, "", -1) for tp in tps})
-    finally:
-        consumer.close()
-
-
 def test_redelivered_events_are_recognised_by_offset_and_not_stepped_twice(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
@@ -93,7 +82,10 @@ def test_redelivered_events_are_recognised_by_offset_and_not_stepped_twice(
         before = read_outputs(setup, "recommendations", 8, proc)
     # As if the worker died after writing state (2) but before committing offsets (3):
     # the whole input is delivered again.
-    _rewind_group(kafka_bootstrap, setup.app_id, setup.topic("clickstream"), setup.partitions)
+    commit_offsets(
+        kafka_bootstrap, setup.app_id, setup.topic("clickstream"),
+        dict.fromkeys(range(setup.partitions), 0),
+    )  # fmt: skip
     setup.data_dir = tmp_path / "second-data-dir"
     with running_worker(setup) as proc:
         produce(
