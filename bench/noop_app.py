@@ -4,7 +4,8 @@ Same Faust app settings as `stream_app.worker.create_app` (broker, commit interv
 acks, ``stream_wait_empty``, web views), same consumer settings and
 ``noack_take(max_batch, within=max_wait_s)`` batching, orjson decode of each event,
 one output message of about the size of a recommendation per input event (to the
-recommendations topic), every send's acknowledgement awaited, then the batch acked.
+recommendations topic, through the app's producer as the worker sends), every send's
+acknowledgement awaited, then the batch acked.
 No table, no model. The same process set-up as ``rnnrec worker`` (root log level,
 garbage-collector tuning). Configured by the same ``RNNREC_*`` variables as the worker:
 
@@ -38,6 +39,8 @@ def create_noop_app() -> faust.App:
         broker_commit_interval=settings.commit_interval_s,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        producer_linger=settings.producer_linger_s,
+        producer_max_batch_size=settings.producer_max_batch_bytes,
         web_enabled=settings.web_enabled,
         web_port=settings.web_port,
         web_bind=settings.web_bind,
@@ -56,7 +59,7 @@ def create_noop_app() -> faust.App:
         )
 
     clickstream = raw_topic("clickstream")
-    output = raw_topic("recommendations")
+    output_name = settings.topic("recommendations")
     k = settings.top_k
 
     @app.agent(clickstream, name="noop-clickstream")
@@ -82,7 +85,11 @@ def create_noop_app() -> faust.App:
                         "state_recomputed": False,
                     }
                 )
-                futures.append(await output.send(key=message.key, value=value))
+                # The worker's send path (ClickstreamServer._produce): the app's producer.
+                producer = await app.maybe_start_producer()
+                futures.append(
+                    await producer.send(output_name, message.key, value, None, None, None)
+                )
             await asyncio.gather(*futures)
             for event in events:
                 await stream.ack(event)

@@ -119,3 +119,37 @@ def test_state_table_has_no_standby_replicas_unless_asked(
     monkeypatch.setenv("RNNREC_APP_ID", "rnnrec-standby-test")
     runtime = create_app(load_settings(), scorer=RecentItemsScorer())
     assert runtime.app.conf.table_standby_replicas == 1
+
+
+def test_producer_batching_settings_reach_faust_and_its_producer(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Faust's defaults (no linger, 16 kB batches) are what the settings replace.
+    from stream_app.worker import create_app
+    from tests.worker_scorers import RecentItemsScorer
+
+    monkeypatch.setenv("RNNREC_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("RNNREC_APP_ID", "rnnrec-producer-test")
+    monkeypatch.setenv("RNNREC_PRODUCER_LINGER_S", "0.02")
+    monkeypatch.setenv("RNNREC_PRODUCER_MAX_BATCH_BYTES", "65536")
+    runtime = create_app(load_settings(), scorer=RecentItemsScorer())
+    assert runtime.app.conf.producer_linger == 0.02
+    assert runtime.app.conf.producer_max_batch_size == 65536
+    # What aiokafka is built with (Faust converts the linger to milliseconds).
+    config = runtime.app.producer._settings_default()
+    assert config["linger_ms"] == 20 and config["max_batch_size"] == 65536
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("RNNREC_PRODUCER_LINGER_S", "-0.1", "greater than or equal to 0"),
+        ("RNNREC_PRODUCER_MAX_BATCH_BYTES", "10", "greater than or equal to 1024"),
+    ],
+)
+def test_producer_batching_nonsense_is_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=message):
+        load_settings()
