@@ -12,10 +12,11 @@ Measured as /work/shared/DESIGN.md ("Measuring") defines it, against the local b
   event's output is acknowledged by the broker. The no-op baseline
   (``bench/noop_app.py``: same Faust settings and take() batching, orjson decode, one
   similar-size output per event, no state, no model) drains the same topic.
-* **Latency.** A fresh worker (the variant named by ``--latency-variant``) on fresh
-  topics; after it is ready, events are produced at a fixed rate (half the measured
-  drain rate, then ``--low-rate``); latency = output broker time - input broker time,
-  matched by event id.
+* **Latency.** A fresh worker (each variant named by ``--latency-variant``) on fresh
+  topics; after it is ready, events are produced at fixed rates (``--latency-rates``,
+  else half the first latency variant's measured drain rate, then ``--low-rate``);
+  latency = output broker time - input broker time, matched by event id. With two
+  variants and fixed rates, before/after latency at the same offered load.
 * **State.** Bytes of the encoded state (``stream_app.state.encode_state``) of users
   after the drain (read back from the changelog topic), and the worker's RSS growth
   per 10k users over the drain.
@@ -42,6 +43,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,7 @@ TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 VARIANTS: dict[str, tuple[str, str, dict[str, str], str]] = {
     "noop-256": ("noop", "", {"RNNREC_MAX_BATCH": "256"}, "new"),
     "noop-1024": ("noop", "", {"RNNREC_MAX_BATCH": "1024"}, "new"),
+    "base-noop-256": ("noop", "", {"RNNREC_MAX_BATCH": "256"}, "base"),
     "base-explain-256": ("worker", "1pct", {"RNNREC_MAX_BATCH": "256"}, "base"),
     "base-noexplain-256": (
         "worker", "1pct", {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0"}, "base",
@@ -82,7 +85,15 @@ VARIANTS: dict[str, tuple[str, str, dict[str, str], str]] = {
     "worker100k-noexplain-256": (
         "worker", "100k", {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0"}, "new",
     ),
+    "worker2-explain-256": ("worker", "1pct", {"RNNREC_MAX_BATCH": "256"}, "new"),
+    "worker2-noexplain-256": (
+        "worker", "1pct", {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0"}, "new",
+    ),
 }  # fmt: skip
+# Variants drained by several worker processes in one consumer group (default 1): one
+# worker's event loop is a single Python thread, so a second process on the same
+# machine shows how much of the rest of the machine the partitions can use.
+PROCESSES = {"worker2-explain-256": 2, "worker2-noexplain-256": 2}
 DEFAULT_VARIANTS = (
     "noop-256,noop-1024,base-explain-256,worker-explain-256,worker-noexplain-256,"
     "worker-explain-1024,worker-noexplain-1024,worker100k-explain-256"
@@ -282,6 +293,16 @@ class Proc:
         except Exception:
             return 0
 
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the process so far (all its threads)."""
+        try:
+            import psutil
+
+            times = psutil.Process(self.popen.pid).cpu_times()
+            return float(times.user + times.system)
+        except Exception:
+            return float("nan")
+
     def stop(self) -> None:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
@@ -300,9 +321,10 @@ class Proc:
 
 def start(
     python: str, app: str, model: Path | None, env_extra: dict[str, str], topics: dict[str, str],
-    app_id: str, bootstrap: str, src: Path, workdir: Path,
+    app_id: str, bootstrap: str, src: Path, workdir: Path, instance: str = "",
 ) -> Proc:  # fmt: skip
     port = free_port()
+    name = f"{app_id}{instance}"  # one data dir and log per process
     env = {
         **os.environ,
         "PYTHONPATH": str(src),
@@ -318,7 +340,7 @@ def start(
         "RNNREC_APP_ID": app_id,
         "RNNREC_PARTITIONS": str(PARTITIONS),
         "RNNREC_WEB_PORT": str(port),
-        "RNNREC_DATA_DIR": str(workdir / app_id),
+        "RNNREC_DATA_DIR": str(workdir / name),
         **env_extra,
     }
     if model is not None:
@@ -329,7 +351,7 @@ def start(
             args = [python, str(ROOT / "bench" / "noop_app.py")]
     else:
         args = [python, "-m", "stream_app.cli", "worker", "-l", "warn"]
-    log_path = workdir / f"{app_id}.log"
+    log_path = workdir / f"{name}.log"
     popen = subprocess.Popen(
         args, cwd=src, env=env, stdout=log_path.open("wb"), stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -352,8 +374,12 @@ def wait_ready(proc: Proc, timeout_s: float = 300) -> None:
     raise RuntimeError(f"worker not ready in {timeout_s}s:\n{proc.tail()}")
 
 
-def wait_outputs(proc: Proc, bootstrap: str, topic: str, n: int, label: str, timeout_s: float):
-    """Poll the output topic's end offsets until ``n``; RSS samples (count, rss) on the way."""
+def wait_outputs(
+    proc: Proc, bootstrap: str, topic: str, n: int, label: str, timeout_s: float,
+    others: Sequence[Proc] = (),
+):  # fmt: skip
+    """Poll the output topic's end offsets until ``n``; samples (count, rss, time, CPU
+    seconds of ``proc`` and ``others``) on the way."""
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
@@ -363,7 +389,8 @@ def wait_outputs(proc: Proc, bootstrap: str, topic: str, n: int, label: str, tim
     try:
         while True:
             count = end_count(consumer, topic)
-            samples.append((count, proc.rss()))
+            cpu = sum(p.cpu_s() for p in (proc, *others))
+            samples.append((count, proc.rss(), time.monotonic(), cpu))
             now = time.monotonic()
             if count >= n:
                 log(f"  [{label}] {count:,}/{n:,} outputs ({now - started:.0f}s)")
@@ -416,10 +443,11 @@ def state_sizes(bootstrap: str, app_id: str) -> dict:
 # ------------------------------------------------------------------------ phases
 
 
-def drain_variant(name: str, ctx: dict) -> dict:
+def drain_variant(name: str, ctx: dict, round_no: int = 0) -> dict:
     app, model_key, env_extra, tree = VARIANTS[name]
     src = ctx["base_src"] if tree == "base" else ROOT
-    tag = ctx["tag"]
+    # Each round has its own consumer group and output topics.
+    tag = ctx["tag"] if round_no == 0 else f"{ctx['tag']}-r{round_no}"
     topics = {
         "in": ctx["input_topic"],
         "rec": f"{tag}-{name}-rec",
@@ -431,14 +459,22 @@ def drain_variant(name: str, ctx: dict) -> dict:
     model = ctx["models"][model_key] if model_key else None
     log(f"[{name}] starting ({app}, {src}) load {loadavg()}")
     t0 = time.monotonic()
-    proc = start(
-        ctx["python"], app, model, env_extra, topics, app_id, ctx["bootstrap"], src,
-        ctx["workdir"],
-    )  # fmt: skip
+    n_procs = PROCESSES.get(name, 1)
+    procs = []
+    for i in range(n_procs):
+        instance = f"-{i}" if n_procs > 1 else ""
+        proc = start(
+            ctx["python"], app, model, env_extra, topics, app_id, ctx["bootstrap"], src,
+            ctx["workdir"], instance,
+        )  # fmt: skip
+        procs.append(proc)
     try:
-        samples = wait_outputs(proc, ctx["bootstrap"], topics["rec"], ctx["n"], name, 400)
+        samples = wait_outputs(
+            procs[0], ctx["bootstrap"], topics["rec"], ctx["n"], name, 400, procs[1:]
+        )
     finally:
-        proc.stop()
+        for proc in procs:
+            proc.stop()
     wall = time.monotonic() - t0
     ts, _, sizes = read_topic(ctx["bootstrap"], topics["rec"], want_ids=False)
     ts = np.sort(ts)
@@ -458,7 +494,15 @@ def drain_variant(name: str, ctx: dict) -> dict:
         "wall_s_with_startup": wall,
         "load_after": loadavg(),
     }
-    if app == "worker":
+    if n_procs > 1:
+        result["processes"] = n_procs
+    draining = [x for x in samples if 0 < x[0] < ctx["n"]]
+    if len(draining) >= 2 and draining[-1][2] > draining[0][2]:
+        # Cores the worker process(es) kept busy while outputs flowed (the rest of the
+        # machine ran the broker and this script's polling).
+        first, last = draining[0], draining[-1]
+        result["cores_busy"] = (last[3] - first[3]) / (last[2] - first[2])
+    if app == "worker" and n_procs == 1:
         # RSS growth from the first output to the end, per 10k distinct users.
         started = [s for s in samples if s[0] > 0]
         if started and started[-1][1] and started[0][1]:
@@ -569,6 +613,10 @@ def codec_bytes(model: Path) -> dict:
 # ------------------------------------------------------------------------ report
 
 
+def fmt(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
 def write_report(report: dict, latencies: list[dict]) -> None:
     from rnnrec_jax.plots import plot_latency_histogram
 
@@ -577,7 +625,6 @@ def write_report(report: dict, latencies: list[dict]) -> None:
     if latencies:
         plot_latency_histogram(latencies[0]["latencies_ms"], png)
     report["latency"] = [{k: v for k, v in r.items() if k != "latencies_ms"} for r in latencies]
-    (OUT / "serving.json").write_text(json.dumps(report, indent=2, default=str))
     m = report["machine"]
     noop = {r["variant"].split("-")[-1]: r["events_per_s"] for r in report["drain"]
             if r["app"] == "noop"}  # fmt: skip
@@ -593,8 +640,9 @@ def write_report(report: dict, latencies: list[dict]) -> None:
         f"{PARTITIONS}-partition LogAppendTime topic; rate = outputs / (last - first output "
         "broker timestamp), start-up excluded.  ",
         "",
-        "| variant | model | events/s | vs no-op (same max_batch) | drain s | RSS growth MB/10k users |",
-        "|---|---|---:|---:|---:|---:|",
+        "| variant | model | events/s | vs no-op (same max_batch) | drain s | "
+        "worker cores busy | RSS growth MB/10k users |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in report["drain"]:
         batch = r["variant"].split("-")[-1]
@@ -603,8 +651,37 @@ def write_report(report: dict, latencies: list[dict]) -> None:
         lines.append(
             f"| {r['variant']} | {r['model'] or '-'} | {r['events_per_s']:,.0f} | "
             f"{'' if ratio is None else f'{ratio:.2f}x'} | {r['drain_span_s']:.1f} | "
-            f"{'' if rss is None else f'{rss:.1f}'} |"
+            f"{fmt(r.get('cores_busy'), '.2f')} | {fmt(rss, '.1f')} |"
         )
+    rounds = {r.get("round", 0) for r in report["drain"]}
+    if len(rounds) > 1:
+        by_variant: dict[str, list[float]] = {}
+        for r in report["drain"]:
+            by_variant.setdefault(r["variant"], []).append(r["events_per_s"])
+        medians = {v: float(np.median(x)) for v, x in by_variant.items()}
+        report["drain_median"] = medians
+        lines += [
+            "",
+            f"Median over {len(rounds)} interleaved rounds (the machine's speed drifts "
+            "between rounds; compare medians):",
+            "",
+            "| variant | events/s per round | median | vs no-op median (same max_batch) |",
+            "|---|---|---:|---:|",
+        ]
+        # A base-* worker against the base no-op where the run has one.
+        noop_median = {
+            (VARIANTS[v][3], v.split("-")[-1]): m
+            for v, m in medians.items()
+            if VARIANTS[v][0] == "noop"
+        }
+        for v, xs in by_variant.items():
+            batch = v.split("-")[-1]
+            noop = noop_median.get((VARIANTS[v][3], batch), noop_median.get(("new", batch)))
+            ratio = medians[v] / noop if noop and VARIANTS[v][0] != "noop" else None
+            lines.append(
+                f"| {v} | {', '.join(f'{x:,.0f}' for x in xs)} | {medians[v]:,.0f} | "
+                f"{fmt(ratio, '.2f')} |"
+            )
     if report["latency"]:
         lines += [
             "",
@@ -633,6 +710,7 @@ def write_report(report: dict, latencies: list[dict]) -> None:
     for k, v in report["codec"].items():
         lines.append(f"* codec, {k}: {v}")
     (OUT / "serving.md").write_text("\n".join(lines) + "\n")
+    (OUT / "serving.json").write_text(json.dumps(report, indent=2, default=str))
     log(f"wrote {OUT / 'serving.md'}, serving.json, {png.name}")
 
 
@@ -640,9 +718,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=60_000, help="N events to drain")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"of {', '.join(VARIANTS)}")
-    parser.add_argument("--latency-variant", default="worker-explain-256")
+    parser.add_argument(
+        "--latency-variant",
+        default="worker-explain-256",
+        help="variant(s) of the latency phase, comma-separated (each a fresh worker)",
+    )
+    parser.add_argument(
+        "--latency-rates",
+        default="",
+        help="fixed offered events/s, comma-separated, the same for every latency variant "
+        "(default: half the first variant's drain rate, and --low-rate)",
+    )
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--low-rate", type=float, default=1000.0, help="capped at drain/4")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="drain every variant this many times, interleaved (the report adds medians)",
+    )
     parser.add_argument("--baseline-src", type=Path, default=None)
     parser.add_argument(
         "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
@@ -655,7 +749,8 @@ def main() -> None:
     log(f"machine: {info}")
     log(f"load average before: {load_before}")
     names = [v for v in args.variants.split(",") if v]
-    unknown = [v for v in [*names, args.latency_variant] if v and v not in VARIANTS]
+    latency_names = [v for v in args.latency_variant.split(",") if v]
+    unknown = [v for v in [*names, *latency_names] if v not in VARIANTS]
     if unknown:
         parser.error(f"unknown variants {unknown}")
     if args.baseline_src is None:
@@ -680,23 +775,28 @@ def main() -> None:
     create(args.bootstrap, [ctx["input_topic"]])
     produce_all(args.bootstrap, ctx["input_topic"], events)
     drains = []
-    for name in names:
-        try:
-            drains.append(drain_variant(name, ctx))
-        except Exception as exc:
-            log(f"[{name}] FAILED: {exc}")
+    for round_no in range(args.rounds):
+        for name in names:
+            try:
+                drains.append({**drain_variant(name, ctx, round_no), "round": round_no})
+            except Exception as exc:
+                log(f"[{name}] FAILED: {exc}")
     latencies = []
-    if args.latency_variant and args.latency_seconds > 0:
-        drained = {r["variant"]: r["events_per_s"] for r in drains}
-        half = drained.get(args.latency_variant)
-        low = min(args.low_rate, half / 4) if half else args.low_rate  # always below half
-        rates = [r for r in (half / 2 if half else None, low) if r]
+    if latency_names and args.latency_seconds > 0:
+        if args.latency_rates:
+            rates = [float(r) for r in args.latency_rates.split(",") if r]
+        else:
+            drained = {r["variant"]: r["events_per_s"] for r in drains}
+            half = drained.get(latency_names[0])
+            low = min(args.low_rate, half / 4) if half else args.low_rate  # always below half
+            rates = [r for r in (half / 2 if half else None, low) if r]
         pool_n = int(sum(rates) * args.latency_seconds) + 10
-        ctx["latency_events"] = make_events(pool_n, tag="L")  # users new to that worker
-        try:
-            latencies = latency_phase(args.latency_variant, rates, args.latency_seconds, ctx)
-        except Exception as exc:
-            log(f"[latency] FAILED: {exc}")
+        ctx["latency_events"] = make_events(pool_n, tag="L")  # users new to each worker
+        for name in latency_names:
+            try:
+                latencies += latency_phase(name, rates, args.latency_seconds, ctx)
+            except Exception as exc:
+                log(f"[latency {name}] FAILED: {exc}")
     report = {
         "command": command,
         "machine": info,
