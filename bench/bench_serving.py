@@ -23,7 +23,8 @@ Measured as /work/shared/DESIGN.md ("Measuring") defines it, against the local b
 
 ``--baseline-src DIR`` runs the ``base-*`` variants from another source tree (a copy of
 the code before a change) with the same interpreter, so before/after come from one run.
-Writes bench/results/serving.{json,md} and serving_latency.png. Figures only.
+Writes serving.{json,md} and serving_latency.png to ``--out`` (default bench/results).
+Figures only.
 
     .venv/bin/python bench/bench_serving.py
 """
@@ -617,11 +618,11 @@ def fmt(value: float | None, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
-def write_report(report: dict, latencies: list[dict]) -> None:
+def write_report(report: dict, latencies: list[dict], out: Path = OUT) -> None:
     from rnnrec_jax.plots import plot_latency_histogram
 
-    OUT.mkdir(parents=True, exist_ok=True)
-    png = OUT / "serving_latency.png"
+    out.mkdir(parents=True, exist_ok=True)
+    png = out / "serving_latency.png"
     if latencies:
         plot_latency_histogram(latencies[0]["latencies_ms"], png)
     report["latency"] = [{k: v for k, v in r.items() if k != "latencies_ms"} for r in latencies]
@@ -709,9 +710,9 @@ def write_report(report: dict, latencies: list[dict]) -> None:
             )
     for k, v in report["codec"].items():
         lines.append(f"* codec, {k}: {v}")
-    (OUT / "serving.md").write_text("\n".join(lines) + "\n")
-    (OUT / "serving.json").write_text(json.dumps(report, indent=2, default=str))
-    log(f"wrote {OUT / 'serving.md'}, serving.json, {png.name}")
+    (out / "serving.md").write_text("\n".join(lines) + "\n")
+    (out / "serving.json").write_text(json.dumps(report, indent=2, default=str))
+    log(f"wrote {out / 'serving.md'}, serving.json, {png.name}")
 
 
 def main() -> None:
@@ -738,6 +739,13 @@ def main() -> None:
         help="drain every variant this many times, interleaved (the report adds medians)",
     )
     parser.add_argument("--baseline-src", type=Path, default=None)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=OUT,
+        help="folder of serving.{md,json} and the histogram (default: the recorded "
+        "bench/results; point exploratory runs elsewhere)",
+    )
     parser.add_argument(
         "--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
     )
@@ -808,7 +816,7 @@ def main() -> None:
         "drain": drains,
         "codec": codec_bytes(models["1pct"]),
     }
-    write_report(report, latencies)
+    write_report(report, latencies, args.out)
     log(f"load average after: {report['load_after']}")
 
 
