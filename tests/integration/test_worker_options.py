@@ -14,6 +14,7 @@ from rnnrec_jax.serving import ServingModel
 from stream_app.kafka_io import produce
 from stream_app.scoring import ServingModelScorer, UserSteps, score_in_rounds
 from stream_app.state import decode_state
+from tests.chaos.support import changelog_topic, end_offsets
 from tests.processes import tail
 from tests.serving_models import cached_tiny_model
 from tests.worker_harness import click, make_setup, read_outputs, running_worker
@@ -83,6 +84,9 @@ def test_exclude_seen_keeps_every_item_of_the_session_out_of_its_recommendations
     assert len(recs) == n and not repeats, repeats
 
 
+PERSISTED_OFFSET_KEY = b"__faust\0offset__"  # faust.stores.rocksdb.Store.offset_key
+
+
 def test_rocksdb_store_keeps_state_on_disk_across_a_restart(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
@@ -100,15 +104,21 @@ def test_rocksdb_store_keeps_state_on_disk_across_a_restart(
     # One RocksDB database per table partition, each with its files.
     databases = sorted(setup.data_dir.rglob("user-state-*.db"))
     assert len(databases) == setup.partitions, databases
-    on_disk = {}
+    on_disk, persisted = {}, {}
     for path in databases:
         db = Rdict(str(path), Options(raw_mode=True), access_type=AccessType.read_only())
         try:
             on_disk.update({orjson.loads(k): decode_state(v) for k, v in db.items()
                             if not k.startswith(b"__faust")})  # fmt: skip
+            if (offset := db.get(PERSISTED_OFFSET_KEY)) is not None:
+                persisted[int(path.stem.rsplit("-", 1)[1])] = int(offset)
         finally:
             db.close()
     assert {u: s.event_count for u, s in on_disk.items()} == dict.fromkeys(users, 2)
+    # Each partition's database knows the changelog offset it holds up to, so a restart
+    # on this volume reads only the changelog records after it.
+    ends = end_offsets(kafka_bootstrap, changelog_topic(setup), setup.partitions)
+    assert persisted == {p: end - 1 for p, end in ends.items() if end > 0}
 
     with running_worker(setup) as proc:  # the same data dir
         produce(kafka_bootstrap, setup.topic("clickstream"), events[6:])
