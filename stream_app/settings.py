@@ -127,7 +127,13 @@ class WorkerSettings(KafkaSecuritySettings):
     top_k: int = Field(20, ge=1, le=1000, description="Items per recommendation.")
     max_batch: int = Field(256, ge=1, le=100_000, description="Events per stream.take batch.")
     max_wait_s: float = Field(
-        0.05, gt=0, le=60, description="Longest wait to fill a batch (stream.take within)."
+        0.02,
+        gt=0,
+        le=60,
+        description="Longest wait to fill a batch (stream.take within). Below capacity "
+        "batches close on this timer, so it is a floor under latency: 20 ms against 50 ms "
+        "gave p99 129 vs 262 ms at 350 events/s and 307 vs 388 ms at 700 (explanations on, "
+        "bench/bench_serving.py), with the same drain rate.",
     )
     bucket_sizes: Annotated[tuple[int, ...], NoDecode] = Field(
         (8, 32, 128, 512),
