@@ -82,13 +82,16 @@ VARIANTS: dict[str, tuple[str, str, dict[str, str], str]] = {
         {"RNNREC_MAX_BATCH": "1024", "RNNREC_BUCKET_SIZES": "8,32,128,512,1024",
          "RNNREC_EXPLAIN_WINDOW": "0"}, "new",
     ),
-    # The batch wait (stream.take within; default 50 ms) at 10 and 20 ms: latency at
-    # rates where batches close on the timer rather than on max_batch.
+    # The batch wait (stream.take within) at 10, 20 (the default) and 50 ms (the default
+    # before 2026-12-07): latency at rates where batches close on the timer.
     "worker-explain-w10-256": (
         "worker", "1pct", {"RNNREC_MAX_BATCH": "256", "RNNREC_MAX_WAIT_S": "0.01"}, "new",
     ),
     "worker-explain-w20-256": (
         "worker", "1pct", {"RNNREC_MAX_BATCH": "256", "RNNREC_MAX_WAIT_S": "0.02"}, "new",
+    ),
+    "worker-explain-w50-256": (
+        "worker", "1pct", {"RNNREC_MAX_BATCH": "256", "RNNREC_MAX_WAIT_S": "0.05"}, "new",
     ),
     "worker100k-explain-256": ("worker", "100k", {"RNNREC_MAX_BATCH": "256"}, "new"),
     "worker100k-noexplain-256": (

@@ -4,7 +4,8 @@ Same Faust app settings as `stream_app.worker.create_app` (broker, commit interv
 acks, ``stream_wait_empty``, web views), same consumer settings and
 ``noack_take(max_batch, within=max_wait_s)`` batching, orjson decode of each event,
 one output message of about the size of a recommendation per input event (to the
-recommendations topic, through the app's producer as the worker sends), every send's
+recommendations topic, sent as the worker sends its outputs: one record batch per
+partition through the app's producer, `stream_app.output_batch`), every batch's
 acknowledgement awaited, then the batch acked.
 No table, no model. The same process set-up as ``rnnrec worker`` (root log level,
 garbage-collector tuning). Configured by the same ``RNNREC_*`` variables as the worker:
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import faust
 import orjson
 
+from stream_app.output_batch import OutputBatch
 from stream_app.settings import load_settings
 
 
@@ -65,7 +67,7 @@ def create_noop_app() -> faust.App:
     @app.agent(clickstream, name="noop-clickstream")
     async def noop(stream: faust.StreamT) -> None:
         async for events in stream.noack_take(settings.max_batch, within=settings.max_wait_s):
-            futures = []
+            outputs = OutputBatch()
             for event in events:
                 message = event.message
                 doc = orjson.loads(message.value)
@@ -85,12 +87,10 @@ def create_noop_app() -> faust.App:
                         "state_recomputed": False,
                     }
                 )
-                # The worker's send path (ClickstreamServer._produce): the app's producer.
-                producer = await app.maybe_start_producer()
-                futures.append(
-                    await producer.send(output_name, message.key, value, None, None, None)
-                )
-            await asyncio.gather(*futures)
+                outputs.add(output_name, message.key, value)
+            # The worker's send path (ClickstreamServer._output_producer).
+            producer = await app.maybe_start_producer()
+            await asyncio.gather(*await outputs.send(producer._ensure_producer()))
             for event in events:
                 await stream.ack(event)
 
