@@ -1,6 +1,6 @@
 """No-op baseline of the serving benchmark: the worker's Faust app without state or model.
 
-Same Faust app settings as `stream_app.worker.create_app` (broker, commit interval,
+The worker's Faust app options (`stream_app.worker.faust_app_options`: broker, commit interval,
 acks, ``stream_wait_empty``, web views), same consumer settings and
 ``noack_take(max_batch, within=max_wait_s)`` batching, orjson decode of each event,
 one output message of about the size of a recommendation per input event (to the
@@ -26,29 +26,13 @@ import orjson
 
 from stream_app.output_batch import OutputBatch
 from stream_app.settings import load_settings
+from stream_app.worker import faust_app_options
 
 
 def create_noop_app() -> faust.App:
     """The no-op app (settings from the environment)."""
     settings = load_settings()
-    app = faust.App(
-        settings.app_id,
-        broker=settings.broker_url,
-        store=settings.store,
-        datadir=str(settings.data_dir),
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
-        broker_commit_interval=settings.commit_interval_s,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        producer_linger=settings.producer_linger_s,
-        producer_max_batch_size=settings.producer_max_batch_bytes,
-        web_enabled=settings.web_enabled,
-        web_port=settings.web_port,
-        web_bind=settings.web_bind,
-        web_host=settings.web_host,
-        stream_wait_empty=True,
-    )
+    app = faust.App(settings.app_id, **faust_app_options(settings))
 
     def raw_topic(role: str) -> faust.TopicT:
         return app.topic(

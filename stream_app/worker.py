@@ -876,6 +876,41 @@ class ServingApp(faust.App):
         await super().on_stop()
 
 
+def faust_app_options(settings: WorkerSettings, security: Any = None) -> dict[str, Any]:
+    """The Faust app options of the worker (also the serving benchmark's no-op baseline).
+
+    Args:
+        settings: the worker settings.
+        security: `stream_app.kafka_security.client_security` output, or None (PLAINTEXT).
+    """
+    return {
+        "broker": settings.broker_url,
+        # TLS/SASL for the consumer, producer and admin alike (None: PLAINTEXT).
+        "broker_credentials": None if security is None else security.broker_credentials,
+        "store": settings.store,
+        "datadir": str(settings.data_dir),
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": settings.replication_factor,
+        "broker_commit_interval": settings.commit_interval_s,
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": -1,
+        "producer_linger": settings.producer_linger_s,
+        "producer_max_batch_size": settings.producer_max_batch_bytes,
+        "web_enabled": settings.web_enabled,
+        "web_port": settings.web_port,
+        "web_bind": settings.web_bind,
+        "web_host": settings.web_host,
+        # The step runs in an executor; a big batch must not look like a stall.
+        "stream_wait_empty": True,
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": settings.session_timeout_s / 10,
+        "stream_buffer_maxsize": settings.stream_buffer_maxsize,
+        # Standbys off by default: they double the users held in memory, and Faust
+        # 0.15.3 was seen assigning a partition as standby and active at once.
+        "table_standby_replicas": settings.standby_replicas,
+    }
+
+
 @dataclass
 class WorkerRuntime:
     """The app and the objects the web views and tests look at."""
@@ -909,33 +944,7 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
         startup = startup_model(settings)
         scorer = startup.scorer
     security = client_security(settings)
-    app = ServingApp(
-        settings.app_id,
-        broker=settings.broker_url,
-        # TLS/SASL for the consumer, producer and admin alike (None: PLAINTEXT).
-        broker_credentials=security.broker_credentials,
-        store=settings.store,
-        datadir=str(settings.data_dir),
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
-        broker_commit_interval=settings.commit_interval_s,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        producer_linger=settings.producer_linger_s,
-        producer_max_batch_size=settings.producer_max_batch_bytes,
-        web_enabled=settings.web_enabled,
-        web_port=settings.web_port,
-        web_bind=settings.web_bind,
-        web_host=settings.web_host,
-        # The step runs in an executor; a big batch must not look like a stall.
-        stream_wait_empty=True,
-        broker_session_timeout=settings.session_timeout_s,
-        broker_heartbeat_interval=settings.session_timeout_s / 10,
-        stream_buffer_maxsize=settings.stream_buffer_maxsize,
-        # Standbys off by default: they double the users held in memory, and Faust
-        # 0.15.3 was seen assigning a partition as standby and active at once.
-        table_standby_replicas=settings.standby_replicas,
-    )
+    app = ServingApp(settings.app_id, **faust_app_options(settings, security))
 
     def raw_topic(role: str) -> faust.TopicT:
         return app.topic(
