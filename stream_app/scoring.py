@@ -453,21 +453,23 @@ class ServingModelScorer:
         raised its score (occlusion weight > 0), strongest first. Built from whole-batch
         arrays (one decode, one rounding) rather than per row and slot."""
         n = len(items)
-        window = ids[history].tolist()  # (n, L) raw ids, '' for padding
-        positions = np.asarray(attributions.positions)[:n]
+        hist = np.asarray(history)[:n]
+        positions = np.asarray(attributions.positions)[:n]  # (n, K, M), strongest first
         weights = np.round(np.asarray(attributions.top_weights, np.float64)[:n], 6)
-        use = (positions >= 0) & (weights > 0)
-        pos_rows, weight_rows, use_rows = positions.tolist(), weights.tolist(), use.tolist()
+        # Positions come sorted by weight, padding last, so the contributors (a real
+        # position with a weight > 0) are a prefix of each slot's M: one count per
+        # slot, then slices, instead of a filter per slot (this ran per event).
+        used = ((positions >= 0) & (weights > 0)).sum(axis=-1).tolist()  # (n, K)
+        names = ids[np.take_along_axis(hist[:, None, :], np.maximum(positions, 0), axis=-1)]
+        name_rows, weight_rows, window = names.tolist(), weights.tolist(), ids[hist].tolist()
         out: list[dict[str, Any] | None] = []
         for row, row_items in enumerate(items):
-            win = window[row]
-            pos_r, w_r, use_r = pos_rows[row], weight_rows[row], use_rows[row]
-            per_item = []
-            for slot, item in enumerate(row_items):
-                u = use_r[slot]
-                because = [win[p] for p, ok in zip(pos_r[slot], u, strict=True) if ok]
-                kept = [w for w, ok in zip(w_r[slot], u, strict=True) if ok]
-                per_item.append({"item": item, "because": because, "weights": kept})
-            real = [w for w in win if w]
+            names_r, weights_r, used_r = name_rows[row], weight_rows[row], used[row]
+            per_item = [
+                {"item": item, "because": names_r[slot][:c], "weights": weights_r[slot][:c]}
+                # Fewer items than K when the catalogue runs out: the first slots.
+                for slot, (item, c) in enumerate(zip(row_items, used_r, strict=False))
+            ]
+            real = [w for w in window[row] if w]
             out.append({"method": "occlusion", "recent_items": real, "per_item": per_item})
         return out

@@ -43,3 +43,50 @@ def test_scorer_names_the_positions_of_a_purchase_head_carry(
     assert scorer.initial_carry().size == start
     assert sorted(scorer.exact_carry_positions.tolist()) == expected
     assert len(expected) >= 16 + 1  # the purchase head's recent items and its time
+
+
+def _reference_explanations(history, items, positions, top_weights, ids):  # type: ignore[no-untyped-def]
+    """The plain loop: per slot, keep each listed position that is real with weight > 0."""
+    out = []
+    for row, row_items in enumerate(items):
+        window = [str(ids[i]) for i in history[row]]
+        per_item = []
+        for slot, item in enumerate(row_items):
+            because, weights = [], []
+            for p, w in zip(positions[row, slot], top_weights[row, slot], strict=True):
+                w = round(float(w), 6)
+                if p >= 0 and w > 0:
+                    because.append(window[p])
+                    weights.append(w)
+            per_item.append({"item": item, "because": because, "weights": weights})
+        recent = [w for w in window if w]
+        out.append({"method": "occlusion", "recent_items": recent, "per_item": per_item})
+    return out
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_explanations_keep_exactly_the_real_positive_contributors(seed: int) -> None:
+    # Attributions shaped as rnnrec_jax.explain.occlusion returns them: per slot the M
+    # strongest positions, padding ranked last and marked -1, weights of any sign
+    # (some too small to survive rounding to 6 places).
+    rng = np.random.default_rng(seed)
+    n, k, length, m = 17, 6, 5, 3
+    ids = np.asarray(["", *[f"item{i}" for i in range(1, 40)]], dtype=object)
+    history = rng.integers(1, 40, (n, length))
+    pad = rng.integers(0, length + 1, n)  # leading padding per row
+    for row in range(n):
+        history[row, : pad[row]] = 0
+    weights = rng.normal(size=(n, k, length)) * rng.choice([1.0, 1e-7], (n, k, length))
+    real = np.broadcast_to((history > 0)[:, None, :], weights.shape)
+    order = np.argsort(-np.where(real, weights, -np.inf), axis=-1, kind="stable")[..., :m]
+    kept = np.take_along_axis(real, order, axis=-1)
+    positions = np.where(kept, order, -1).astype(np.int32)
+    top_weights = np.where(kept, np.take_along_axis(weights, order, axis=-1), 0.0)
+    items = [[f"rec{row}-{slot}" for slot in range(k - row % 3)] for row in range(n)]
+    attributions = type("A", (), {"positions": positions, "top_weights": top_weights})
+
+    got = ServingModelScorer._explanations(history, items, attributions, ids)
+
+    assert got == _reference_explanations(history, items, positions, top_weights, ids)
+    assert any(p["because"] for e in got for p in e["per_item"])  # not all empty
+    assert any(not p["because"] for e in got for p in e["per_item"])
