@@ -73,6 +73,16 @@ VARIANTS: dict[str, tuple[str, str, dict[str, str], str]] = {
     "worker-noexplain-256": (
         "worker", "1pct", {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0"}, "new",
     ),
+    # Largest bucket 256 = max_batch: a 129- to 256-row round is not padded to 512.
+    "worker-explain-b256-256": (
+        "worker", "1pct", {"RNNREC_MAX_BATCH": "256", "RNNREC_BUCKET_SIZES": "8,32,128,256"},
+        "new",
+    ),
+    "worker-noexplain-b256-256": (
+        "worker", "1pct",
+        {"RNNREC_MAX_BATCH": "256", "RNNREC_BUCKET_SIZES": "8,32,128,256",
+         "RNNREC_EXPLAIN_WINDOW": "0"}, "new",
+    ),
     "worker-explain-1024": (
         "worker", "1pct",
         {"RNNREC_MAX_BATCH": "1024", "RNNREC_BUCKET_SIZES": "8,32,128,512,1024"}, "new",
