@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import faust
 import orjson
 
-from stream_app.output_batch import OutputBatch
+from stream_app.output_batch import OutputBatch, app_producer
 from stream_app.settings import load_settings
 from stream_app.worker import faust_app_options
 
@@ -73,8 +73,7 @@ def create_noop_app() -> faust.App:
                 )
                 outputs.add(output_name, message.key, value)
             # The worker's send path (ClickstreamServer._output_producer).
-            producer = await app.maybe_start_producer()
-            await asyncio.gather(*await outputs.send(producer._ensure_producer()))
+            await asyncio.gather(*await outputs.send(await app_producer(app)))
             for event in events:
                 await stream.ack(event)
 

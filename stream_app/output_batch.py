@@ -51,6 +51,18 @@ class OutputBatch:
         return futures
 
 
+async def app_producer(app: Any) -> Any:
+    """The `AIOKafkaProducer` of a Faust app (started if it was not), for `OutputBatch.send`.
+
+    The same producer as Faust's own sends (tables' changelog, `Topic.send`), so the
+    commit timer's flush covers these records too. Faust's wrapper exposes it only
+    through the private ``_ensure_producer()`` (faust-streaming 0.15.3): this is the one
+    place that relies on it.
+    """
+    producer = await app.maybe_start_producer()
+    return producer._ensure_producer()
+
+
 async def _send_partition(
     producer: Any, topic: str, partition: int, records: list[tuple[bytes, bytes]]
 ) -> list[asyncio.Future[Any]]:

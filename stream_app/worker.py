@@ -81,7 +81,7 @@ from prometheus_client import Gauge
 from stream_app.dlq import DeadLetter, dead_letter
 from stream_app.events import ClickEvent, ErrorKind, InputLimits, Rejection, decode_click_event
 from stream_app.metrics import WorkerMetrics
-from stream_app.output_batch import OutputBatch
+from stream_app.output_batch import OutputBatch, app_producer
 from stream_app.scoring import Scorer, StepOutput, UserSteps, score_in_rounds
 from stream_app.settings import WorkerSettings
 from stream_app.state import (
@@ -727,8 +727,7 @@ class ClickstreamServer:
         adds channel, buffer and `FutureMessage` machinery per record (about 15 % of
         the event loop's samples in a py-spy profile of the drain).
         """
-        producer = await self.topics["recommendations"].app.maybe_start_producer()
-        return producer._ensure_producer()  # Faust's wrapper holds the AIOKafkaProducer
+        return await app_producer(self.topics["recommendations"].app)
 
     def _dead_letter(self, message: Any, rejection: Rejection) -> DeadLetter:
         self.metrics.dead_letters.labels(reason=str(rejection.kind)).inc()
