@@ -65,3 +65,28 @@ def test_output_batches_land_where_single_sends_do_in_order_and_split_when_full(
     assert len({partition for values in by_batch.values() for partition, _ in values}) > 1
     for key in keys:
         assert [value for _, value in by_batch[key]] == [v for k, v in records if k == key]
+
+
+def test_output_batches_do_not_wait_for_the_producer_linger(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    # A micro-batch's record batch is complete when it is submitted; waiting out the
+    # producer's linger for more records only delays every event's outputs. With a
+    # linger far longer than the wait below, an open batch would time out here.
+    topic = unique_name("nolinger")
+    create_topics(kafka_bootstrap, [topic], partitions=PARTITIONS)
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=60_000)
+        await producer.start()
+        try:
+            batch = OutputBatch()
+            for i in range(10):
+                batch.add(topic, f"user-{i}".encode(), b"v%d" % i)
+            futures = await batch.send(producer)
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=20)
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+    assert len(drain(kafka_bootstrap, topic, expected=10)) == 10
