@@ -103,6 +103,12 @@ VARIANTS: dict[str, tuple[str, str, dict[str, str], str]] = {
     "worker-explain-w50-256": (
         "worker", "1pct", {"RNNREC_MAX_BATCH": "256", "RNNREC_MAX_WAIT_S": "0.05"}, "new",
     ),
+    # The default model config (128 units, attention readout) on the real catalogue.
+    "base-explain-default-256": ("worker", "default", {"RNNREC_MAX_BATCH": "256"}, "base"),
+    "worker-explain-default-256": ("worker", "default", {"RNNREC_MAX_BATCH": "256"}, "new"),
+    "worker-noexplain-default-256": (
+        "worker", "default", {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0"}, "new",
+    ),
     "worker100k-explain-256": ("worker", "100k", {"RNNREC_MAX_BATCH": "256"}, "new"),
     "worker100k-noexplain-256": (
         "worker", "100k", {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0"}, "new",
@@ -156,8 +162,9 @@ def free_port() -> int:
 # ------------------------------------------------------------------------ models
 
 
-def ensure_models(python: str) -> dict[str, Path]:
-    """The real-catalogue model (trained once, cached) and the 100k-item model."""
+def ensure_models(python: str, wanted: set[str]) -> dict[str, Path]:
+    """The real-catalogue model (trained once, cached) and the 100k-item model; the
+    default-config model (attention readout, trained once) only when a variant uses it."""
     real = ART / "model-1pct"
     if not (real / "LATEST").exists():
         log("training the yoochoose-1pct model (tiny config, capacity 6400, 2 epochs) ...")
@@ -183,7 +190,17 @@ def ensure_models(python: str) -> dict[str, Path]:
         ids += [f"s{i}" for i in range(SYNTH_CAPACITY - 1 - len(ids))]
         vocab = {item: i + 1 for i, item in enumerate(ids)}
         save_trained_model(synth, params, cfg, vocab, version="100k")
-    return {"1pct": real, "100k": synth}
+    found = {"1pct": real, "100k": synth}
+    if "default" in wanted:
+        found["default"] = default = ART / "model-1pct-default"
+        if not (default / "LATEST").exists():
+            log("training the yoochoose-1pct model with the default config (about 2 min) ...")
+            subprocess.run(
+                [python, "-m", "stream_app.cli", "train", "--config", "default",
+                 "--train", str(SPLIT / "train_full.tsv"), "--out", str(default)],
+                check=True, cwd=ROOT,
+            )  # fmt: skip
+    return found
 
 
 # ------------------------------------------------------------------------ events
@@ -785,7 +802,7 @@ def main() -> None:
     if args.baseline_src is None:
         names = [v for v in names if VARIANTS[v][3] != "base"]
     python = sys.executable
-    models = ensure_models(python)
+    models = ensure_models(python, {VARIANTS[v][1] for v in [*names, *latency_names]})
     tag = f"bench-{uuid.uuid4().hex[:8]}"
     events = make_events(args.events)
     users = len({e[0] for e in events})

@@ -1,11 +1,12 @@
 """Serving step throughput with and without occlusion explanations.
 
 Batch 512, hidden 128, catalogue 6,400 items (random init params: cost does not depend
-on training), K = 20, explanation window L = 5. Reports events/s (median of repeats)
+on training), K = 20, explanation window L = 5; or a named model config (``--config
+default``: the default model, attention readout included). Reports events/s (median of repeats)
 for the full `ServingModel.step` (host padding and transfers included). Writes
 bench/results/serving_step.{json,md}. Figures only, never pass/fail.
 
-    .venv/bin/python bench/bench_serving_step.py [--repeats 20]
+    .venv/bin/python bench/bench_serving_step.py [--repeats 20] [--config default --batch 256]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import jax
 import numpy as np
 
 from rnnrec_jax import models
+from rnnrec_jax.cli import load_config
 from rnnrec_jax.config import ModelConfig
 from rnnrec_jax.data.vocabulary import ItemVocabulary
 from rnnrec_jax.serving import ServingModel
@@ -36,6 +38,12 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--items", type=int, default=6400)
     parser.add_argument("--window", type=int, default=5)
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="model config of rnnrec_jax/configs (e.g. default: attention readout); "
+        "replaces --hidden and --items",
+    )
     args = parser.parse_args()
     command = " ".join([sys.executable, *sys.argv])
     machine = (
@@ -43,7 +51,13 @@ def main() -> None:
     )
     print(f"command: {command}\nmachine: {machine} (shared machine: figures are noisy)")
 
-    cfg = ModelConfig(item_capacity=args.items + 1, hidden_sizes=(args.hidden,), purchase_head=True)
+    if args.config:
+        cfg = load_config(args.config)[0]
+        args.items = cfg.item_capacity - 1
+    else:
+        cfg = ModelConfig(
+            item_capacity=args.items + 1, hidden_sizes=(args.hidden,), purchase_head=True
+        )
     params = models.init_params(cfg, jax.random.PRNGKey(0))
     vocab = ItemVocabulary([str(i) for i in range(args.items)], capacity=cfg.item_capacity)
     model = ServingModel(
@@ -78,14 +92,15 @@ def main() -> None:
         "explanation_cost_ratio": slowdown,
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "serving_step.json").write_text(json.dumps(report, indent=2))
+    stem = f"serving_step-{args.config}" if args.config else "serving_step"
+    (OUT / f"{stem}.json").write_text(json.dumps(report, indent=2))
     lines = [
         "# Serving step: events/s with and without explanations",
         "",
         f"Command: `{command}`  ",
         f"Machine: {machine} (shared machine: figures are noisy)  ",
-        f"Batch {b}, hidden {args.hidden}, {args.items} items, K 20, window {args.window}, "
-        f"median of {args.repeats}.",
+        f"Batch {b}, {f'config {args.config}' if args.config else f'hidden {args.hidden}'}, "
+        f"{args.items} items, K 20, window {args.window}, median of {args.repeats}.",
         "",
         "| variant | ms/step | events/s |",
         "|---|---|---|",
@@ -93,7 +108,7 @@ def main() -> None:
     for name, r in results.items():
         lines.append(f"| {name} | {r['median_ms']:.2f} | {r['events_per_s']:,.0f} |")
     lines += ["", f"Explanations cost {slowdown:.2f}x the plain step."]
-    (OUT / "serving_step.md").write_text("\n".join(lines) + "\n")
+    (OUT / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -10,16 +10,17 @@ itself, not a gradient or a surrogate. For a window of the user's last L events
   out-of-vocabulary event);
 * ``weight[i, j] = full[i] - without_j[i]``: how much event j raised i's score.
 
-The L + 1 replays run as one batch of ``(L + 1) * B`` sequences inside the jitted
-serving step, and only the K recommended items are scored (a (B, K) gather of item
-rows, not the catalogue), so the cost is L * (L + 1) recurrent steps at batch B plus
-(L + 1) * B * K dot products. The score of the window replay differs from the served
+The L + 1 replays run inside the jitted serving step, sharing their common prefixes
+(`replay_variants`), and only the K recommended items are scored (a (B, K) gather of
+item rows, not the catalogue), so the cost is L * (L + 1) / 2 recurrent steps at batch
+B plus (L + 1) * B * K dot products. The score of the window replay differs from the served
 score (which comes from the whole session's state): the explanation describes the
 last L events only, which is what a user can recognise.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import jax
@@ -79,6 +80,70 @@ def replay_window(cfg: ModelConfig, params: Params, history: jax.Array) -> jax.A
     return rep
 
 
+def replay_variants(cfg: ModelConfig, params: Params, history: jax.Array) -> jax.Array:
+    """Representations of each window and of its L one-event-removed variants.
+
+    The same results as `replay_window` over the L + 1 windows (variant 0 the full
+    window, variant j + 1 the window without position j), at half the recurrent
+    steps: a variant equals the full window until its removed position, so its
+    replay starts from the full window's state there instead of from zero. With
+    attention, the replay's window holds L slots (all a replay can fill). At time t
+    the full window and the t variants that already differ step together
+    (L (L + 1) / 2 row-steps of batch B in all, against L (L + 1)); the loop over the
+    L positions is unrolled (L is a static window width, 5 by default).
+
+    Args:
+        cfg: model configuration.
+        params: model params.
+        history: int32 (B, L) item indices, oldest first; 0 entries are skipped.
+
+    Returns:
+        float32 (L + 1, B, output_dim) representations.
+    """
+    b, length = history.shape
+    if cfg.attention and cfg.attention_window > length:
+        # A replay holds at most L events, and attention only looks at the last
+        # `count` window slots: a window of L slots gives the same result, and the
+        # attention keys, the replay's largest cost, are computed for L slots, not 16.
+        cfg = dataclasses.replace(cfg, attention_window=length)
+    full_carry = models.initial_carry(cfg, b)
+    full_rep = jnp.zeros((b, cfg.output_dim), jnp.float32)
+    # Variants that already skipped their position, (j * B, ...) stacked, j = 0..t-1.
+    var_carry: models.Carry | None = None
+    var_rep: jax.Array | None = None
+    for t in range(length):
+        items = history[:, t]
+        if var_rep is None:
+            carry, rep, step_items = full_carry, full_rep, items
+        else:
+            carry = jax.tree_util.tree_map(
+                lambda f, v: jnp.concatenate([f, v], axis=0), full_carry, var_carry
+            )
+            rep = jnp.concatenate([full_rep, var_rep], axis=0)
+            step_items = jnp.tile(items, rep.shape[0] // b)
+        new_carry, new_rep, _ = models.encode_step(cfg, params, carry, step_items)
+        step = step_items > 0
+
+        def keep(new: jax.Array, old: jax.Array, step: jax.Array = step) -> jax.Array:
+            return jnp.where(step.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+
+        new_carry = jax.tree_util.tree_map(keep, new_carry, carry)
+        new_rep = keep(new_rep, rep)
+        # Variant t skips position t: its state is the full window's before this step.
+        skipped_carry, skipped_rep = full_carry, full_rep
+        full_carry = jax.tree_util.tree_map(lambda x: x[:b], new_carry)
+        full_rep = new_rep[:b]
+        if var_rep is None:
+            var_carry, var_rep = skipped_carry, skipped_rep
+        else:
+            var_carry = jax.tree_util.tree_map(
+                lambda n, s: jnp.concatenate([n[b:], s], axis=0), new_carry, skipped_carry
+            )
+            var_rep = jnp.concatenate([new_rep[b:], skipped_rep], axis=0)
+    assert var_rep is not None  # a window has at least one position
+    return jnp.concatenate([full_rep, var_rep], axis=0).reshape(length + 1, b, -1)
+
+
 def item_scores(params: Params, rep: jax.Array, items: jax.Array) -> jax.Array:
     """Scores of selected items only, the same formula as `models.score_items`.
 
@@ -113,14 +178,9 @@ def occlusion(
     Returns:
         `Attributions` (weights (B, K, L), top positions and weights (B, K, M)).
     """
-    b, length = history.shape
-    # Variant 0 is the full window; variant j + 1 drops position j.
-    drop = jnp.concatenate(
-        [jnp.zeros((1, length), bool), jnp.eye(length, dtype=bool)], axis=0
-    )  # (L + 1, L)
-    variants = jnp.where(drop[:, None, :], 0, history[None, :, :])  # (L + 1, B, L)
-    rep = replay_window(cfg, params, variants.reshape((length + 1) * b, length))
-    scores = item_scores(params, rep.reshape(length + 1, b, -1), items)  # (L + 1, B, K)
+    length = history.shape[1]
+    rep = replay_variants(cfg, params, history)  # (L + 1, B, D)
+    scores = item_scores(params, rep, items)  # (L + 1, B, K)
     weights = jnp.transpose(scores[0][None] - scores[1:], (1, 2, 0))  # (B, K, L)
     real = (history > 0)[:, None, :] & (items > 0)[:, :, None]
     weights = jnp.where(real, weights, 0.0)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from rnnrec_jax import explain, models
+from rnnrec_jax.cli import load_config
+from rnnrec_jax.config import ModelConfig
 from rnnrec_jax.data.encoded import session_grid
 from rnnrec_jax.model_io import TrainedModel, load_trained_model
 from rnnrec_jax.serving import ServingModel
@@ -94,3 +99,38 @@ def test_short_windows_report_fewer_contributors(trained: TrainedModel) -> None:
     assert att.positions[0, 0].tolist() == [4, -1, -1]
     assert np.all(np.asarray(att.positions[1]) == -1)
     assert np.all(np.asarray(att.weights[1]) == 0.0)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        ModelConfig(item_capacity=64, hidden_sizes=(16,)),
+        ModelConfig(item_capacity=64, cell="lstm", hidden_sizes=(16, 8)),
+        ModelConfig(item_capacity=64, hidden_sizes=(16,), attention=True, attention_window=4),
+        # Wider than the replay: the replay keeps L window slots only.
+        ModelConfig(item_capacity=64, hidden_sizes=(16,), attention=True, attention_window=16),
+        dataclasses.replace(load_config("default")[0], item_capacity=64),
+    ],
+    ids=["gru", "lstm-stacked", "gru-attention-4", "gru-attention-16", "default-config"],
+)
+def test_shared_prefix_replays_equal_replaying_every_window(cfg: ModelConfig) -> None:
+    # replay_variants starts each one-event-removed window from the full window's
+    # state at the removed position; the plain way replays all L + 1 windows from zero.
+    params = models.init_params(cfg, jax.random.PRNGKey(0))
+    rng = np.random.default_rng(0)
+    # Off the init (some readouts start at zero, e.g. the default's residual attention).
+    params = jax.tree_util.tree_map(
+        lambda p: p + 0.1 * rng.standard_normal(p.shape).astype(p.dtype), params
+    )
+    history = rng.integers(1, 64, (7, 5)).astype(np.int32)
+    history[rng.random(history.shape) < 0.3] = 0  # padding and skipped events anywhere
+    history[0] = 0
+    windows = np.repeat(history[None], 6, axis=0)  # (L + 1, B, L)
+    for j in range(5):
+        windows[j + 1, :, j] = 0
+    plain = explain.replay_window(cfg, params, jnp.asarray(windows.reshape(-1, 5)))
+    shared = explain.replay_variants(cfg, params, jnp.asarray(history))
+    assert shared.shape == (6, 7, cfg.output_dim)
+    np.testing.assert_allclose(
+        np.asarray(shared), np.asarray(plain).reshape(6, 7, -1), rtol=1e-5, atol=1e-6
+    )
