@@ -21,6 +21,10 @@ Measured as /work/shared/DESIGN.md ("Measuring") defines it, against the local b
   after the drain (read back from the changelog topic), and the worker's RSS growth
   per 10k users over the drain.
 
+The ``*-default-256`` variants serve the default model config (attention readout)
+trained on yoochoose-1pct ``train_full``; the first run that names one trains it (about
+2 minutes) into ``artifacts/bench/model-1pct-default``.
+
 ``--baseline-src DIR`` runs the ``base-*`` variants from another source tree (a copy of
 the code before a change) with the same interpreter, so before/after come from one run.
 Writes serving.{json,md} and serving_latency.png to ``--out`` (default bench/results).
