@@ -166,18 +166,22 @@ def free_port() -> int:
 # ------------------------------------------------------------------------ models
 
 
+def train_model(python: str, config: str, out: Path) -> None:
+    """`rnnrec train --config CONFIG` on yoochoose-1pct ``train_full`` into ``out``."""
+    subprocess.run(
+        [python, "-m", "stream_app.cli", "train", "--config", config,
+         "--train", str(SPLIT / "train_full.tsv"), "--out", str(out)],
+        check=True, cwd=ROOT,
+    )  # fmt: skip
+
+
 def ensure_models(python: str, wanted: set[str]) -> dict[str, Path]:
     """The real-catalogue model (trained once, cached) and the 100k-item model; the
     default-config model (attention readout, trained once) only when a variant uses it."""
     real = ART / "model-1pct"
     if not (real / "LATEST").exists():
         log("training the yoochoose-1pct model (tiny config, capacity 6400, 2 epochs) ...")
-        subprocess.run(
-            [python, "-m", "stream_app.cli", "train", "--config",
-             str(ROOT / "bench" / "serving_model_config.py"),
-             "--train", str(SPLIT / "train_full.tsv"), "--out", str(real)],
-            check=True, cwd=ROOT,
-        )  # fmt: skip
+        train_model(python, str(ROOT / "bench" / "serving_model_config.py"), real)
     synth = ART / "model-100k"
     if not (synth / "LATEST").exists():
         log("writing the 100k-item model (untrained params, tiny config) ...")
@@ -199,11 +203,7 @@ def ensure_models(python: str, wanted: set[str]) -> dict[str, Path]:
         found["default"] = default = ART / "model-1pct-default"
         if not (default / "LATEST").exists():
             log("training the yoochoose-1pct model with the default config (about 2 min) ...")
-            subprocess.run(
-                [python, "-m", "stream_app.cli", "train", "--config", "default",
-                 "--train", str(SPLIT / "train_full.tsv"), "--out", str(default)],
-                check=True, cwd=ROOT,
-            )  # fmt: skip
+            train_model(python, "default", default)
     return found
 
 

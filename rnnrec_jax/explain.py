@@ -108,21 +108,17 @@ def replay_variants(cfg: ModelConfig, params: Params, history: jax.Array) -> jax
         cfg = dataclasses.replace(cfg, attention_window=length)
     full_carry = models.initial_carry(cfg, b)
     full_rep = jnp.zeros((b, cfg.output_dim), jnp.float32)
-    # Variants that already skipped their position, (j * B, ...) stacked, j = 0..t-1.
-    var_carry: models.Carry | None = None
-    var_rep: jax.Array | None = None
+    # The variants that already skipped their position, stacked: t * B rows at time t.
+    var_carry = jax.tree_util.tree_map(lambda x: x[:0], full_carry)
+    var_rep = full_rep[:0]
     for t in range(length):
-        items = history[:, t]
-        if var_rep is None:
-            carry, rep, step_items = full_carry, full_rep, items
-        else:
-            carry = jax.tree_util.tree_map(
-                lambda f, v: jnp.concatenate([f, v], axis=0), full_carry, var_carry
-            )
-            rep = jnp.concatenate([full_rep, var_rep], axis=0)
-            step_items = jnp.tile(items, rep.shape[0] // b)
-        new_carry, new_rep, _ = models.encode_step(cfg, params, carry, step_items)
-        step = step_items > 0
+        carry = jax.tree_util.tree_map(
+            lambda f, v: jnp.concatenate([f, v], axis=0), full_carry, var_carry
+        )
+        rep = jnp.concatenate([full_rep, var_rep], axis=0)
+        items = jnp.tile(history[:, t], t + 1)
+        new_carry, new_rep, _ = models.encode_step(cfg, params, carry, items)
+        step = items > 0
 
         def keep(new: jax.Array, old: jax.Array, step: jax.Array = step) -> jax.Array:
             return jnp.where(step.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
@@ -130,17 +126,12 @@ def replay_variants(cfg: ModelConfig, params: Params, history: jax.Array) -> jax
         new_carry = jax.tree_util.tree_map(keep, new_carry, carry)
         new_rep = keep(new_rep, rep)
         # Variant t skips position t: its state is the full window's before this step.
-        skipped_carry, skipped_rep = full_carry, full_rep
+        var_carry = jax.tree_util.tree_map(
+            lambda n, f: jnp.concatenate([n[b:], f], axis=0), new_carry, full_carry
+        )
+        var_rep = jnp.concatenate([new_rep[b:], full_rep], axis=0)
         full_carry = jax.tree_util.tree_map(lambda x: x[:b], new_carry)
         full_rep = new_rep[:b]
-        if var_rep is None:
-            var_carry, var_rep = skipped_carry, skipped_rep
-        else:
-            var_carry = jax.tree_util.tree_map(
-                lambda n, s: jnp.concatenate([n[b:], s], axis=0), new_carry, skipped_carry
-            )
-            var_rep = jnp.concatenate([new_rep[b:], skipped_rep], axis=0)
-    assert var_rep is not None  # a window has at least one position
     return jnp.concatenate([full_rep, var_rep], axis=0).reshape(length + 1, b, -1)
 
 
