@@ -4,7 +4,8 @@ Batch 512, hidden 128, catalogue 6,400 items (random init params: cost does not 
 on training), K = 20, explanation window L = 5; or a named model config (``--config
 default``: the default model, attention readout included). Reports events/s (median of repeats)
 for the full `ServingModel.step` (host padding and transfers included). Writes
-bench/results/serving_step.{json,md}. Figures only, never pass/fail.
+bench/results/serving_step.{json,md} (serving_step-CONFIG.{json,md} with --config).
+Figures only, never pass/fail.
 
     .venv/bin/python bench/bench_serving_step.py [--repeats 20] [--config default --batch 256]
 """
