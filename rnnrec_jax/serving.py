@@ -11,8 +11,9 @@ occlusion explanations. Design points:
   to ``explain_window``, times are always passed (zeros when absent). The catalogue
   masks (valid items, unavailable items) are *input arrays* over the fixed vocabulary
   capacity, so a growing vocabulary or a new availability list changes values, never
-  shapes. One jitted function serves every bucket: its cache holds one entry per
-  bucket (two when explanations are switched on and off), see `compile_count`.
+  shapes. One jitted function per method serves every bucket: its cache holds one
+  entry per bucket (two when explanations are switched on and off), see
+  `compile_count`.
 * **Rows whose mask is False keep their carry** (padding rows, or rows a caller
   wants scored without stepping).
 * **Out-of-vocabulary input (index 0) keeps the carry unchanged** and still returns
@@ -28,6 +29,12 @@ occlusion explanations. Design points:
   set to 0, so ``time - last_time`` is the exact gap.
 * **Exact top-K** with `rnnrec_jax.topk.default_topk`; excluded (per row) and
   unavailable (catalogue) items are masked to -inf before selection.
+* **Several events per user in one call.** `ServingModel.step_events` equals one
+  `step` per round (each user's r-th event together) but runs the recurrence in one
+  jitted loop over lanes (each lane steps through whole users back to back, the way
+  session-parallel training packs sessions) and scores the catalogue once for all
+  events. The worker's micro-batches hold many events per user (a replayed
+  clickstream batch of 256 events held about 19 rounds), so this is what it calls.
 
 The offline evaluator (`evaluate.make_eval_chunk`) and this step compute the same
 representation; `ServingModel.score_all` returns the evaluator's full score rows
@@ -36,6 +43,7 @@ representation; `ServingModel.score_all` returns the evaluator's full score rows
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -61,6 +69,7 @@ DEFAULT_BUCKETS = (8, 32, 128, 512)
 
 __all__ = [
     "DEFAULT_BUCKETS",
+    "EventsOutput",
     "ServingModel",
     "StepOutput",
     "compile_events",
@@ -79,6 +88,22 @@ class StepOutput(NamedTuple):
         p_purchase: float32 (n,) calibrated purchase probability in [0, 1].
         attributions: `explain_lib.Attributions` (numpy arrays) when ``history`` was
             given, else None.
+    """
+
+    carry: Carry
+    top_items: np.ndarray
+    top_scores: np.ndarray
+    p_purchase: np.ndarray
+    attributions: explain_lib.Attributions | None
+
+
+class EventsOutput(NamedTuple):
+    """What `ServingModel.step_events` returns for U users and N events.
+
+    Attributes:
+        carry: the users' carries after their last event (numpy pytree, leading axis U).
+        top_items, top_scores, p_purchase, attributions: per event (leading axis N),
+            as in `StepOutput`.
     """
 
     carry: Carry
@@ -191,6 +216,7 @@ class ServingModel:
         # One jitted function for all buckets; `explain` picks the traced variant.
         self._step_fn = jax.jit(self._step_impl, static_argnames=("explain",))
         self._scores_fn = jax.jit(self._scores_impl)
+        self._events_fn = jax.jit(self._events_impl, static_argnames=("explain",))
 
     @classmethod
     def from_trained(cls, trained: TrainedModel, **kwargs: Any) -> ServingModel:
@@ -252,15 +278,20 @@ class ServingModel:
 
     @property
     def compile_count(self) -> int:
-        """Compiled variants of this model's step (one per bucket and explain flag used)."""
-        return int(self._step_fn._cache_size())
+        """Compiled variants of this model's steps (one per method, bucket and explain
+        flag used)."""
+        return int(self._step_fn._cache_size()) + int(self._events_fn._cache_size())
 
-    def warm_up(self, explain: bool | None = None) -> None:
+    def warm_up(
+        self, explain: bool | None = None, methods: Sequence[str] = ("step", "step_events")
+    ) -> None:
         """Compile the step for every bucket now, so the first events are not slow.
 
         Args:
             explain: compile only the variant with (True) or without (False)
                 explanations; None compiles both.
+            methods: which of `step` and `step_events` to compile (the worker calls
+                only `step_events`).
         """
         variants = (False, True) if explain is None else (explain,)
         for size in self.buckets:
@@ -269,7 +300,10 @@ class ServingModel:
             mask = np.zeros(size, bool)
             for with_history in variants:
                 history = np.zeros((size, 1), np.int32) if with_history else None
-                self.step(carry, items, mask, history=history)
+                if "step" in methods:
+                    self.step(carry, items, mask, history=history)
+                if "step_events" in methods:
+                    self.step_events(carry, np.arange(size), items, history=history)
 
     # --------------------------------------------------------------------- step
 
@@ -313,9 +347,7 @@ class ServingModel:
         mask = _pad(np.asarray(mask, bool), size)
         gap, t_hi, t_lo = self._times(carry, times, size)
         excl = _fit_width(excluded, size, self.exclude_width)
-        allowed = self.valid_mask()
-        if unavailable is not None:
-            allowed = allowed & ~np.asarray(unavailable, bool)
+        allowed = self._allowed(unavailable)
         explain_on = history is not None
         hist = _fit_width(history, size, self.explain_window) if explain_on else None
         out = self._step_fn(
@@ -330,6 +362,124 @@ class ServingModel:
             new_carry, np.asarray(top_items)[:n], np.asarray(top_scores)[:n],
             np.asarray(p)[:n], attributions,
         )  # fmt: skip
+
+    def step_events(
+        self,
+        carry: Carry,
+        users: np.ndarray,
+        item_idx: np.ndarray,
+        *,
+        reset: np.ndarray | None = None,
+        times: np.ndarray | None = None,
+        excluded: np.ndarray | None = None,
+        unavailable: np.ndarray | None = None,
+        history: np.ndarray | None = None,
+    ) -> EventsOutput:
+        """Apply several events per user in one call: sequential per user, batched across.
+
+        Equals calling `step` once per event in each user's order (a user's r-th events
+        together), but the recurrence runs in one jitted loop over "lanes" (each lane
+        steps through whole users one after another, like session-parallel training)
+        and the catalogue is scored once for all events. A micro-batch in which users
+        click several times thus costs one call instead of one per round, each paying
+        the dispatch, the padding to a bucket and the handover of the GIL.
+
+        Args:
+            carry: numpy pytree with leading axis U (each user's carry before its events).
+            users: int (N,) the user row of each event; a user's events in order.
+            item_idx: int (N,) item indices; 0 = OOV (carry unchanged, as in `step`).
+            reset: bool (N,) start the user's carry afresh before this event (a new
+                session), or None.
+            times: float (N,) event times in epoch seconds, or None.
+            excluded: int (N, E) item indices not to recommend per event, or None.
+            unavailable: bool (capacity,) items never to recommend.
+            history: int (N, L) per event, as in `step`; enables explanations.
+
+        Returns:
+            `EventsOutput`: the U final carries and the N events' outputs.
+
+        Raises:
+            ValueError: more events or users than the largest bucket.
+        """
+        users = np.asarray(users, np.int64)
+        n = int(users.shape[0])
+        n_users = int(jax.tree_util.tree_leaves(carry)[0].shape[0])
+        size = self.bucket_for(max(n, n_users, 1))
+        items = _pad(np.asarray(item_idx, np.int32), size + 1)
+        fresh = _pad(np.zeros(n, bool) if reset is None else np.asarray(reset, bool), size + 1)
+        grid, first, steps = _lane_plan(users, n_users, size, self.lanes_for(size))
+        gap, t_hi, t_lo = self._event_times(carry, users, items[:n], fresh[:n], times)
+        explain_on = history is not None
+        out = self._events_fn(
+            self._params, self._calibration, _pad_tree(carry, size + 1),
+            _pad(users.astype(np.int32), size + 1) + np.where(np.arange(size + 1) < n, 0, size),
+            items, fresh, _pad(first, size + 1), _pad(gap, size + 1), _pad(t_hi, size + 1),
+            _pad(t_lo, size + 1), grid, np.int32(steps),
+            _fit_width(excluded, size, self.exclude_width), self._allowed(unavailable),
+            _fit_width(history, size, self.explain_window) if explain_on else None,
+            explain=explain_on,
+        )  # fmt: skip
+        new_carry, top_items, top_scores, p, attributions = jax.device_get(out)
+        new_carry = jax.tree_util.tree_map(lambda x: np.asarray(x)[:n_users], new_carry)
+        if attributions is not None:
+            attributions = explain_lib.Attributions(*(np.asarray(a)[:n] for a in attributions))
+        return EventsOutput(
+            new_carry, np.asarray(top_items)[:n], np.asarray(top_scores)[:n],
+            np.asarray(p)[:n], attributions,
+        )  # fmt: skip
+
+    def lanes_for(self, size: int) -> int:
+        """Lanes of `step_events` for a bucket: users are packed onto this many rows."""
+        return max(1, min(size, max(8, size // 8)))
+
+    def _event_times(
+        self,
+        carry: Carry,
+        users: np.ndarray,
+        items: np.ndarray,
+        reset: np.ndarray,
+        times: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per event (gap, t_hi, t_lo) as `_times` makes them round by round.
+
+        The previous time of an event is that of its user's last event that stepped
+        (an OOV event keeps the carry's time), 0 after a reset."""
+        n = len(users)
+        zeros = np.zeros(n, np.float32)
+        if not self._timed:
+            return zeros, zeros, zeros.copy()
+        hi_u = np.asarray(carry["t_hi"], np.float32)
+        lo_u = np.asarray(carry["t_lo"], np.float32)
+        if times is None:
+            # No times: every event keeps its user's stored time (0 after a reset).
+            hi, lo = hi_u[users].copy(), lo_u[users].copy()
+            for j in np.flatnonzero(reset).tolist():
+                later = (users == users[j]) & (np.arange(n) >= j)
+                hi[later] = lo[later] = 0.0
+            return zeros, hi, lo
+        t = np.asarray(times, np.float64)
+        hi = t.astype(np.float32)
+        lo = (t - hi.astype(np.float64)).astype(np.float32)
+        exact = hi.astype(np.float64) + lo.astype(np.float64)
+        last = (hi_u.astype(np.float64) + lo_u.astype(np.float64)).tolist()
+        prev = [0.0] * n
+        # Sequential per user, but only Python floats: about 0.1 us per event.
+        for j, (u, r, stepped, tj) in enumerate(
+            zip(users.tolist(), reset.tolist(), (items > 0).tolist(), exact.tolist(), strict=True)
+        ):
+            if r:
+                last[u] = 0.0
+            prev[j] = last[u]
+            if stepped:
+                last[u] = tj
+        gap = np.clip(t - np.asarray(prev, np.float64), 0.0, 1e7).astype(np.float32)
+        return gap, hi, lo
+
+    def _allowed(self, unavailable: np.ndarray | None) -> np.ndarray:
+        allowed = self.valid_mask()
+        if unavailable is not None:
+            allowed = allowed & ~np.asarray(unavailable, bool)
+        return allowed
 
     def _times(
         self, carry: Carry, times: np.ndarray | None, size: int
@@ -365,6 +515,24 @@ class ServingModel:
         *,
         explain: bool,
     ) -> tuple:
+        new_carry, p = self._advance(params, calibration, carry, items, mask, gap, t_hi, t_lo)
+        top, values, attributions = self._recommend(
+            params, new_carry["rep"], excluded, allowed, history, explain=explain
+        )
+        return new_carry, top, values, p, attributions
+
+    def _advance(
+        self,
+        params: dict[str, Any],
+        calibration: jax.Array,
+        carry: Carry,
+        items: jax.Array,
+        mask: jax.Array,
+        gap: jax.Array,
+        t_hi: jax.Array,
+        t_lo: jax.Array,
+    ) -> tuple[Carry, jax.Array]:
+        """The recurrent part of a step: (new serving carry, purchase probability)."""
         cfg = self.model_cfg
         stepping = mask & (items > 0)
         model_carry = carry["model"]
@@ -385,19 +553,93 @@ class ServingModel:
             new_carry["t_hi"] = keep(t_hi, carry["t_hi"])
             new_carry["t_lo"] = keep(t_lo, carry["t_lo"])
         rep, logit = new_carry["rep"], new_carry["logit"]
+        if self._purchase_fn is not None:
+            p = self._purchase_fn(new_carry["model"], rep, logit)
+        else:
+            p = jax.nn.sigmoid(calibration[0] * logit + calibration[1])
+        return new_carry, p
+
+    def _recommend(
+        self,
+        params: dict[str, Any],
+        rep: jax.Array,
+        excluded: jax.Array,
+        allowed: jax.Array,
+        history: jax.Array | None,
+        *,
+        explain: bool,
+    ) -> tuple[jax.Array, jax.Array, explain_lib.Attributions | None]:
+        """Exact top-K of each representation and, with ``explain``, its attributions."""
         table = _scoring_table(params)
         values, top = default_topk(
             rep, table, params["item_bias"], allowed, self.k, exclude=excluded
         )
         top = jnp.where(jnp.isneginf(values), 0, top)
-        if self._purchase_fn is not None:
-            p = self._purchase_fn(new_carry["model"], rep, logit)
-        else:
-            p = jax.nn.sigmoid(calibration[0] * logit + calibration[1])
         attributions = None
         if explain:
-            attributions = explain_lib.occlusion(cfg, params, history, top, self.explain_top)
-        return new_carry, top, values, p, attributions
+            attributions = explain_lib.occlusion(
+                self.model_cfg, params, history, top, self.explain_top
+            )
+        return top, values, attributions
+
+    def _events_impl(
+        self,
+        params: dict[str, Any],
+        calibration: jax.Array,
+        carries: Carry,
+        users: jax.Array,
+        items: jax.Array,
+        reset: jax.Array,
+        first: jax.Array,
+        gap: jax.Array,
+        t_hi: jax.Array,
+        t_lo: jax.Array,
+        grid: jax.Array,
+        steps: jax.Array,
+        excluded: jax.Array,
+        allowed: jax.Array,
+        history: jax.Array | None,
+        *,
+        explain: bool,
+    ) -> tuple:
+        # Per-event inputs have size + 1 rows and users' carries size + 1 rows: the
+        # last row is where empty lane slots read from and write to.
+        size = grid.shape[0]
+        lanes = grid.shape[1]
+        lane_carry = jax.tree_util.tree_map(lambda c: jnp.zeros((lanes, *c.shape[1:]), c.dtype),
+                                            carries)  # fmt: skip
+        outputs = (
+            jnp.zeros((size + 1, self.model_cfg.output_dim), jnp.float32),
+            jnp.zeros((size + 1,), jnp.float32),
+        )
+
+        def body(t: jax.Array, state: tuple) -> tuple:
+            lane_carry, final, (rep_out, p_out) = state
+            event = grid[t]
+            user = users[event]
+            stored = jax.tree_util.tree_map(lambda c: c[user], final)
+
+            def start(lane: jax.Array, new: jax.Array) -> jax.Array:
+                # A lane's first event of a user reads that user's carry; a reset
+                # (new session) starts from zeros, as `init_carry` does.
+                shape = (-1,) + (1,) * (lane.ndim - 1)
+                lane = jnp.where(first[event].reshape(shape), new, lane)
+                return jnp.where(reset[event].reshape(shape), jnp.zeros_like(lane), lane)
+
+            lane_carry = jax.tree_util.tree_map(start, lane_carry, stored)
+            lane_carry, p = self._advance(
+                params, calibration, lane_carry, items[event], event < size,
+                gap[event], t_hi[event], t_lo[event],
+            )  # fmt: skip
+            final = jax.tree_util.tree_map(lambda f, c: f.at[user].set(c), final, lane_carry)
+            return lane_carry, final, (rep_out.at[event].set(lane_carry["rep"]),
+                                       p_out.at[event].set(p))  # fmt: skip
+
+        _, final, (rep, p) = jax.lax.fori_loop(0, steps, body, (lane_carry, carries, outputs))
+        top, values, attributions = self._recommend(
+            params, rep[:size], excluded, allowed, history, explain=explain
+        )
+        return final, top, values, p[:size], attributions
 
     # ------------------------------------------------------------- parity path
 
@@ -446,6 +688,39 @@ def _scoring_table(params: dict[str, Any]) -> jax.Array:
         # As models.score_items: cosine scores normalise the item rows.
         table = table * jax.lax.rsqrt(jnp.sum(jnp.square(table), axis=-1, keepdims=True) + 1e-6)
     return table
+
+
+def _lane_plan(
+    users: np.ndarray, n_users: int, size: int, lanes: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Pack users' event sequences onto ``lanes`` rows for `ServingModel.step_events`.
+
+    Longest users first, each onto the least loaded lane (greedy), so the loop runs
+    about max(longest user, events / lanes) steps.
+
+    Returns:
+        ``(grid, first, steps)``: int32 (size, lanes) event index per step and lane
+        (``size`` = empty slot), bool (N,) whether an event is its user's first, and
+        the number of loop steps.
+    """
+    n = len(users)
+    grid = np.full((size, lanes), size, np.int32)
+    first = np.zeros(n, bool)
+    if n == 0:
+        return grid, first, 0
+    order = np.argsort(users, kind="stable")  # grouped by user, each in its order
+    counts = np.bincount(users, minlength=n_users)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    first[order[starts[:-1][counts > 0]]] = True
+    loads = [(0, lane) for lane in range(lanes)]
+    for user in np.argsort(-counts, kind="stable").tolist():
+        count = int(counts[user])
+        if count == 0:
+            break
+        load, lane = heapq.heappop(loads)
+        grid[load : load + count, lane] = order[starts[user] : starts[user] + count]
+        heapq.heappush(loads, (load + count, lane))
+    return grid, first, max(load for load, _ in loads)
 
 
 def _pad(x: np.ndarray, size: int) -> np.ndarray:

@@ -4,8 +4,10 @@ The worker never does model maths. It hands a `Scorer` one row per user: the use
 flat float32 carry and the raw item id of the event, and gets back the new carries,
 the top-K item ids and scores, the purchase probability and an optional explanation.
 `score_in_rounds` turns a micro-batch in which a user may have several events into
-calls that are batched across users and sequential per user. `ServingModelScorer`
-adapts ``rnnrec_jax.serving`` (jitted, fixed padded buckets) to the protocol.
+calls that are batched across users and sequential per user: one call per micro-batch
+for a scorer that implements `EventScorer` (``ServingModelScorer`` does), else one per
+round. `ServingModelScorer` adapts ``rnnrec_jax.serving`` (jitted, fixed padded
+buckets) to the protocol.
 """
 
 from __future__ import annotations
@@ -81,6 +83,20 @@ class Scorer(Protocol):
         ...
 
 
+@runtime_checkable
+class EventScorer(Protocol):
+    """A `Scorer` that also applies several events per user in one call (optional).
+
+    `score_in_rounds` prefers it: one call per micro-batch instead of one per round.
+    """
+
+    def score_users(
+        self, users: Sequence[UserSteps], k: int
+    ) -> tuple[list[list[StepOutput | None]], list[np.ndarray]]:
+        """All events of ``users`` (at most the largest bucket), as `score_in_rounds`."""
+        ...
+
+
 @dataclass(slots=True)
 class UserSteps:
     """One user's work in a micro-batch: items to step through, in order.
@@ -122,9 +138,12 @@ def score_in_rounds(
 ) -> tuple[list[list[StepOutput | None]], list[np.ndarray]]:
     """Score a micro-batch: batched across users, sequential per user.
 
-    Round r steps every user's r-th item together, so a user's events are applied
-    in arrival order and each call is as wide as the number of users still active.
-    Rounds wider than ``max_rows`` are split.
+    An `EventScorer` gets all events in one call (groups of at most ``max_rows``
+    events). Any other `Scorer` is called once per round: round r steps every user's
+    r-th item together, so a user's events are applied in arrival order and each
+    call is as wide as the number of users still active; rounds wider than
+    ``max_rows`` are split. The outputs are the same either way (a replayed clickstream
+    batch of 256 events held about 19 rounds, hence the one call).
 
     Args:
         scorer: the model.
@@ -136,6 +155,8 @@ def score_in_rounds(
         ``(outputs, carries)``: per user, one `StepOutput` per item (None where
         ``emit`` is False), and per user the final carry.
     """
+    if isinstance(scorer, EventScorer):
+        return _score_in_groups(scorer, users, max_rows, k)
     initial = scorer.initial_carry()
     carries = [u.carry if u.carry is not None else initial for u in users]
     outputs: list[list[StepOutput | None]] = [[None] * len(u.items) for u in users]
@@ -176,6 +197,58 @@ def score_in_rounds(
                         explanation=result.explanations[row],
                     )
     return outputs, carries
+
+
+def _score_in_groups(
+    scorer: EventScorer, users: Sequence[UserSteps], max_rows: int, k: int
+) -> tuple[list[list[StepOutput | None]], list[np.ndarray]]:
+    """`score_in_rounds` through `EventScorer.score_users`: users grouped so that each
+    call holds at most ``max_rows`` events; a user with more is cut into consecutive
+    parts, each part starting from the carry the previous one left."""
+    outputs: list[list[StepOutput | None]] = [[] for _ in users]
+    carries: list[np.ndarray] = [np.empty(0, np.float32)] * len(users)
+    group: list[tuple[int, UserSteps]] = []
+    size = 0
+
+    def flush() -> None:
+        nonlocal group, size
+        if group:
+            outs, ends = scorer.score_users([part for _, part in group], k)
+            for (i, _), out, end in zip(group, outs, ends, strict=True):
+                outputs[i].extend(out)
+                carries[i] = end
+        group, size = [], 0
+
+    for i, user in enumerate(users):
+        n = len(user.items)
+        if n <= max_rows:
+            if size + max(n, 1) > max_rows:
+                flush()
+            group.append((i, user))
+            size += max(n, 1)
+            continue
+        carry = user.carry
+        for start in range(0, n, max_rows):
+            flush()
+            end = start + max_rows
+            group.append((i, _part(user, carry, start, end)))
+            flush()
+            carry = carries[i]
+    flush()
+    return outputs, carries
+
+
+def _part(user: UserSteps, carry: np.ndarray | None, start: int, end: int) -> UserSteps:
+    """Events ``start:end`` of ``user``, starting from ``carry``."""
+    return UserSteps(
+        carry=carry,
+        items=user.items[start:end],
+        emit=user.emit[start:end],
+        reset=user.reset[start:end],
+        excluded=user.excluded[start:end],
+        times=user.times[start:end],
+        history=user.history[start:end],
+    )
 
 
 def _history_at(user: UserSteps, r: int) -> list[str]:
@@ -237,7 +310,7 @@ def scorer_from_trained(model: Any, settings: WorkerSettings) -> ServingModelSco
     )
     scorer = ServingModelScorer(serving_model, settings.bucket_sizes)
     # Compile every bucket (only the variant used) before it serves anything.
-    serving_model.warm_up(explain=settings.explain_window > 0)
+    serving_model.warm_up(explain=settings.explain_window > 0, methods=("step_events",))
     return scorer
 
 
@@ -392,8 +465,6 @@ class ServingModelScorer:
         histories: Sequence[Sequence[str]] | None = None,
     ) -> StepResult:
         """Run the serving step on ``n`` rows and decode item ids and explanations."""
-        import jax
-
         n = len(item_ids)
         model = self._model
         item_idx = np.asarray(model.vocab.encode(list(item_ids)), np.int32)
@@ -412,14 +483,93 @@ class ServingModelScorer:
             unavailable=self._unavailable,
             history=history_idx,
         )
-        flat = np.concatenate(
+        items, scores, explanations = self._decode(out, history_idx, k)
+        return StepResult(
+            carries=self._flatten(out.carry, n),
+            top_items=items,
+            top_scores=scores,
+            p_purchase=np.asarray(out.p_purchase, np.float32),
+            explanations=explanations,
+        )
+
+    def score_users(
+        self, users: Sequence[UserSteps], k: int
+    ) -> tuple[list[list[StepOutput | None]], list[np.ndarray]]:
+        """All events of ``users`` in one call of the model's ``step_events``.
+
+        The same outputs as `score_in_rounds` over `step`, round by round, but the
+        recurrence runs in one jitted loop and the catalogue is scored once. The
+        events (silent ones included) must fit the largest bucket; so must the users.
+
+        Args:
+            users: one `UserSteps` per user.
+            k: items per recommendation.
+
+        Returns:
+            As `score_in_rounds`.
+        """
+        model = self._model
+        initial = self._initial
+        carries = np.stack([u.carry if u.carry is not None else initial for u in users])
+        counts = [len(u.items) for u in users]
+        owner = np.repeat(np.arange(len(users)), counts)
+        item_ids = [item for u in users for item in u.items]
+        n = len(item_ids)
+        excluded = [(u.excluded[r] if len(u.excluded) > r else None) or []
+                    for u in users for r in range(len(u.items))]  # fmt: skip
+        histories = [_history_at(u, r) for u in users for r in range(len(u.items))]
+        # As in rounds: times only when every event has one, explanations when any
+        # event has a history.
+        has_times = all(len(u.times) >= len(u.items) for u in users)
+        has_history = any(h is not None for u in users for h in u.history)
+        history_idx = None
+        if has_history:
+            history_idx = self._encode_rows(histories, model.explain_window)
+        out = model.step_events(
+            self._unflatten(carries.astype(np.float32, copy=False)),
+            owner,
+            np.asarray(model.vocab.encode(item_ids), np.int32),
+            reset=np.asarray([x for u in users for x in u.reset[: len(u.items)]], bool),
+            times=np.asarray([t for u in users for t in u.times[: len(u.items)]], np.float64)
+            if has_times else None,
+            excluded=self._encode_rows(excluded, model.exclude_width)
+            if any(excluded) else None,
+            unavailable=self._unavailable,
+            history=history_idx,
+        )  # fmt: skip
+        items, scores, explanations = self._decode(out, history_idx, k)
+        p_purchase = np.asarray(out.p_purchase, np.float32).tolist()
+        outputs: list[list[StepOutput | None]] = []
+        row = 0
+        for u in users:
+            mine: list[StepOutput | None] = []
+            for emit in u.emit[: len(u.items)]:
+                mine.append(StepOutput(items[row], scores[row], p_purchase[row],
+                                       explanations[row]) if emit else None)  # fmt: skip
+                row += 1
+            outputs.append(mine)
+        assert row == n
+        flat = self._flatten(out.carry, len(users))
+        return outputs, list(flat)
+
+    def _flatten(self, carry: Any, n: int) -> np.ndarray:
+        """float32 (n, carry_size): the pytree's leaves side by side (`_unflatten`'s inverse)."""
+        import jax
+
+        return np.concatenate(
             [
                 np.asarray(leaf, np.float32).reshape(n, -1)
-                for leaf in jax.tree_util.tree_leaves(out.carry)
+                for leaf in jax.tree_util.tree_leaves(carry)
             ],
             axis=1,
         )
+
+    def _decode(
+        self, out: Any, history_idx: np.ndarray | None, k: int
+    ) -> tuple[list[list[str]], list[list[float]], list[dict[str, Any] | None]]:
+        """Raw item ids, scores (empty slots dropped) and explanations of a step's rows."""
         top_items = np.asarray(out.top_items)[:, :k]
+        n = len(top_items)
         top_scores = np.asarray(out.top_scores, np.float32)[:, :k]
         ids = self._id_table()
         names = ids[top_items].tolist()
@@ -437,13 +587,7 @@ class ServingModelScorer:
         explanations: list[dict[str, Any] | None] = [None] * n
         if out.attributions is not None and history_idx is not None:
             explanations = self._explanations(history_idx, decoded, out.attributions, ids)
-        return StepResult(
-            carries=flat,
-            top_items=decoded,
-            top_scores=scores,
-            p_purchase=np.asarray(out.p_purchase, np.float32),
-            explanations=explanations,
-        )
+        return decoded, scores, explanations
 
     @staticmethod
     def _explanations(

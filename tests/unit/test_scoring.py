@@ -1,4 +1,4 @@
-"""The worker's adapter to the serving model: carry layout for the float16 option."""
+"""The worker's adapter to the serving model: carry layout, explanations, one call per batch."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import pytest
 
 from rnnrec_jax.model_io import load_trained_model
 from rnnrec_jax.serving import ServingModel
-from stream_app.scoring import ServingModelScorer, exact_positions
+from stream_app.scoring import (
+    EventScorer,
+    ServingModelScorer,
+    UserSteps,
+    exact_positions,
+    score_in_rounds,
+)
 from tests.serving_models import cached_tiny_model
 
 pytestmark = pytest.mark.unit
@@ -90,3 +96,60 @@ def test_explanations_keep_exactly_the_real_positive_contributors(seed: int) -> 
     assert got == _reference_explanations(history, items, positions, top_weights, ids)
     assert any(p["because"] for e in got for p in e["per_item"])  # not all empty
     assert any(not p["because"] for e in got for p in e["per_item"])
+
+
+class _RoundsOnly:
+    """The plain `Scorer` protocol of a scorer: `score_in_rounds` steps round by round."""
+
+    def __init__(self, scorer: ServingModelScorer) -> None:
+        self._scorer = scorer
+
+    @property
+    def version(self) -> str:
+        return self._scorer.version
+
+    def initial_carry(self) -> np.ndarray:
+        return self._scorer.initial_carry()
+
+    def step(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        return self._scorer.step(*args, **kwargs)
+
+
+def test_one_call_per_micro_batch_equals_rounds(tmp_path_factory: pytest.TempPathFactory) -> None:
+    # The worker's path (`score_users` through the model's `step_events`) against one
+    # `step` per round: the same items, scores, probabilities, explanations and carries,
+    # with silent steps, resets, a user with no events and users longer than
+    # max_rows (cut into parts).
+    trained = load_trained_model(cached_tiny_model(tmp_path_factory)[0])
+    model = ServingModel(trained.params, trained.model_cfg, trained.vocab, "v",
+                         buckets=(8, 32), k=5)  # fmt: skip
+    scorer = ServingModelScorer(model)
+    assert isinstance(scorer, EventScorer) and not isinstance(_RoundsOnly(scorer), EventScorer)
+    ids = [str(x) for x in trained.vocab.decode(np.arange(1, 40))] + ["never-seen"]
+    rng = np.random.default_rng(3)
+    users = []
+    for count in [3, 1, 0, 45, 2, 7, 1, 1, 30, 4]:
+        items = [ids[i] for i in rng.integers(0, len(ids), count)]
+        users.append(
+            UserSteps(
+                carry=None if count % 2 else scorer.initial_carry() + 0.01 * count,
+                items=items,
+                emit=(rng.random(count) < 0.8).tolist(),
+                reset=(rng.random(count) < 0.1).tolist(),
+                excluded=[items[:j] or None for j in range(count)],
+                times=(1.7e9 + np.cumsum(rng.exponential(30.0, count))).tolist(),
+                history=[items[max(0, j - 4) : j + 1] for j in range(count)],
+            )
+        )
+    got, got_carries = score_in_rounds(scorer, users, max_rows=32, k=5)
+    want, want_carries = score_in_rounds(_RoundsOnly(scorer), users, max_rows=32, k=5)
+    assert [[o is None for o in u] for u in got] == [[not e for e in u.emit] for u in users]
+    for got_user, want_user in zip(got, want, strict=True):
+        for g, w in zip(got_user, want_user, strict=True):
+            if w is None:
+                continue
+            assert g.items == w.items and g.explanation == w.explanation
+            np.testing.assert_allclose(g.scores, w.scores, rtol=1e-6)
+            assert g.p_purchase == pytest.approx(w.p_purchase, rel=1e-6)
+    for g, w in zip(got_carries, want_carries, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)

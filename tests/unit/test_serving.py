@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
 import jax
 import numpy as np
@@ -10,7 +12,10 @@ import pandas as pd
 import pytest
 
 from rnnrec_jax import metrics, models
+from rnnrec_jax.cli import load_config
+from rnnrec_jax.config import ModelConfig
 from rnnrec_jax.data.encoded import session_grid
+from rnnrec_jax.data.vocabulary import ItemVocabulary
 from rnnrec_jax.evaluate import evaluate
 from rnnrec_jax.model_io import TrainedModel, load_trained_model
 from rnnrec_jax.serving import ServingModel, compile_events, load_serving_model
@@ -86,7 +91,7 @@ def test_step_reproduces_the_offline_evaluators_ranks(
 def test_steady_state_never_recompiles(model: ServingModel) -> None:
     model.warm_up()
     compiled, events = model.compile_count, compile_events()
-    assert compiled == 2 * len(model.buckets)
+    assert compiled == 4 * len(model.buckets)  # step and step_events, with and without
     rng = np.random.default_rng(0)
     n_items = len(model.vocab)
     carry = model.init_carry(300)
@@ -102,6 +107,15 @@ def test_steady_state_never_recompiles(model: ServingModel) -> None:
             history=history if call % 2 else None,
         )  # fmt: skip
         assert out.top_items.shape == (n, model.k)
+        n_users = int(rng.integers(1, n + 1))
+        users = np.sort(rng.integers(0, n_users, n))
+        many = model.step_events(
+            jax.tree_util.tree_map(lambda x, u=n_users: x[:u], carry), users,
+            rng.integers(0, n_items + 1, n), reset=rng.random(n) < 0.1,
+            times=1.7e9 + rng.random(n) * 100 if call % 3 else None, excluded=excluded,
+            unavailable=unavailable, history=history if call % 2 else None,
+        )  # fmt: skip
+        assert many.top_items.shape == (n, model.k)
     assert model.compile_count == compiled
     assert compile_events() == events  # nothing else compiled either (host code is numpy)
 
@@ -188,3 +202,89 @@ def test_load_serving_model_reads_a_checkpoint(tiny: tuple) -> None:
     model = load_serving_model(str(tiny[0]), buckets=(8,), k=7)
     assert model.k == 7 and model.version == "1" and model.buckets == (8,)
     assert model.init_carry(2)["rep"].shape == (2, model.model_cfg.output_dim)
+
+
+def rounds_reference(
+    model: ServingModel, carry: dict, users: np.ndarray, items: np.ndarray, **per_event: Any
+) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What `step_events` must equal: `step` once per round, a user's r-th events
+    together, resets replaced by a fresh carry first."""
+    carry = jax.tree_util.tree_map(np.copy, carry)
+    fresh = model.init_carry(1)
+    n = len(users)
+    top = np.zeros((n, model.k), np.int32)
+    scores = np.zeros((n, model.k), np.float32)
+    p = np.zeros(n, np.float32)
+    weights = np.zeros((n, model.k, model.explain_window), np.float32)
+    positions = [np.flatnonzero(users == u) for u in range(int(users.max()) + 1)]
+    for r in range(max(len(x) for x in positions)):
+        active = [u for u, pos in enumerate(positions) if len(pos) > r]
+        events = np.array([positions[u][r] for u in active])
+        rows = jax.tree_util.tree_map(lambda x, a=active: x[a], carry)
+        for row, event in enumerate(events):
+            if per_event["reset"][event]:
+                for leaf, init in zip(jax.tree_util.tree_leaves(rows),
+                                      jax.tree_util.tree_leaves(fresh), strict=True):  # fmt: skip
+                    leaf[row] = init[0]
+        out = model.step(rows, items[events], np.ones(len(events), bool),
+                         times=per_event["times"][events], excluded=per_event["excluded"][events],
+                         history=per_event["history"][events])  # fmt: skip
+        top[events], scores[events], p[events] = out.top_items, out.top_scores, out.p_purchase
+        weights[events] = out.attributions.weights
+
+        def put(whole: np.ndarray, part: np.ndarray, active: list = active) -> None:
+            whole[active] = part
+
+        jax.tree_util.tree_map(put, carry, out.carry)
+    return carry, top, scores, p, weights
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        ModelConfig(item_capacity=64, hidden_sizes=(16,)),
+        ModelConfig(item_capacity=64, hidden_sizes=(16, 12), cell="lstm"),
+        ModelConfig(item_capacity=64, hidden_sizes=(16,), attention=True, attention_window=16),
+        dataclasses.replace(load_config("default")[0], item_capacity=64),
+    ],
+    ids=["gru", "lstm-stacked", "gru-attention-16", "default-config"],
+)
+def test_step_events_equals_stepping_round_by_round(cfg: ModelConfig) -> None:
+    # One call for several events per user (lanes in a jitted loop, one scoring of all
+    # events) against one `step` per round. 40 users on 8 lanes (the 32 bucket), one
+    # user with 12 events, resets, OOV events, times, exclusions and explanations.
+    rng = np.random.default_rng(1)
+    params = models.init_params(cfg, jax.random.PRNGKey(0))
+    params = jax.tree_util.tree_map(
+        lambda x: x + 0.1 * rng.standard_normal(x.shape).astype(x.dtype), params
+    )
+    vocab = ItemVocabulary([f"i{i}" for i in range(60)], capacity=cfg.item_capacity)
+    model = ServingModel(params, cfg, vocab, "v", buckets=(8, 32, 128), k=10)
+    assert model.lanes_for(128) == 16 and model.lanes_for(32) == 8
+    n_users = 40
+    counts = rng.integers(1, 4, n_users)
+    counts[7] = 12
+    users = rng.permutation(np.repeat(np.arange(n_users), counts))  # interleaved, in order
+    n = len(users)
+    items = rng.integers(1, 61, n).astype(np.int32)
+    items[rng.random(n) < 0.15] = 0
+    per_event = {
+        "reset": rng.random(n) < 0.1,
+        "times": 1.7e9 + np.cumsum(rng.exponential(40.0, n)),
+        "excluded": rng.integers(0, 61, (n, 3)).astype(np.int32),
+        "history": rng.integers(0, 61, (n, 5)).astype(np.int32),
+    }
+    start = model.step(model.init_carry(n_users), rng.integers(1, 61, n_users).astype(np.int32),
+                       rng.random(n_users) < 0.8, times=np.full(n_users, 1.7e9 - 60.0)).carry  # fmt: skip
+    want_carry, top, scores, p, weights = rounds_reference(model, start, users, items, **per_event)
+    got = model.step_events(start, users, items, **per_event)
+    np.testing.assert_array_equal(got.top_items, top)
+    np.testing.assert_allclose(got.top_scores, scores, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got.p_purchase, p, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.attributions.weights, weights, rtol=1e-4, atol=1e-5)
+    jax.tree_util.tree_map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), got.carry, want_carry
+    )
+    # A user with no events keeps its carry; an empty call changes nothing.
+    none = model.step_events(start, np.zeros(0, np.int64), np.zeros(0, np.int32))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, none.carry, start)
