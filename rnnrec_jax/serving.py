@@ -70,6 +70,7 @@ DEFAULT_BUCKETS = (8, 32, 128, 512)
 __all__ = [
     "DEFAULT_BUCKETS",
     "EventsOutput",
+    "PendingEvents",
     "ServingModel",
     "StepOutput",
     "compile_events",
@@ -111,6 +112,23 @@ class EventsOutput(NamedTuple):
     top_scores: np.ndarray
     p_purchase: np.ndarray
     attributions: explain_lib.Attributions | None
+
+
+class PendingEvents:
+    """A `ServingModel.dispatch_events_flat` call whose XLA computation may still run."""
+
+    def __init__(self, packed: jax.Array, unpack: Callable[[np.ndarray], EventsOutput]) -> None:
+        """Wrap the jitted loop's (possibly unfinished) output and its unpacker."""
+        self._packed = packed
+        self._unpack = unpack
+
+    def ready(self) -> bool:
+        """Whether the result is computed (`result` will not wait)."""
+        return bool(self._packed.is_ready())
+
+    def result(self) -> EventsOutput:
+        """The outputs (waits for the computation if it still runs)."""
+        return self._unpack(np.asarray(self._packed))
 
 
 # ----------------------------------------------------------------- compile counter
@@ -216,7 +234,24 @@ class ServingModel:
         # One jitted function for all buckets; `explain` picks the traced variant.
         self._step_fn = jax.jit(self._step_impl, static_argnames=("explain",))
         self._scores_fn = jax.jit(self._scores_impl)
-        self._events_fn = jax.jit(self._events_impl, static_argnames=("explain",))
+        self._events_fn = jax.jit(self._events_impl, static_argnames=("size", "lanes", "explain"))
+        self._calibration_device = jax.device_put(self._calibration)
+        self._allowed_cache: tuple[np.ndarray, jax.Array] | None = None
+        template = self.init_carry(1)
+        leaves, self._carry_treedef = jax.tree_util.tree_flatten(template)
+        self._carry_layout = [(leaf.shape[1:], int(np.prod(leaf.shape[1:])), leaf.dtype)
+                              for leaf in leaves]  # fmt: skip
+        self._carry_size = sum(width for _, width, _ in self._carry_layout)
+        self._time_columns = (0, 0)
+        if self._timed:
+            # Flat columns of t_hi and t_lo (one value each), for `_event_times`.
+            columns, start = {}, 0
+            for (path, _), (_, width, _) in zip(
+                jax.tree_util.tree_flatten_with_path(template)[0], self._carry_layout, strict=True
+            ):
+                columns[jax.tree_util.keystr(path)] = start
+                start += width
+            self._time_columns = (columns["['t_hi']"], columns["['t_lo']"])
 
     @classmethod
     def from_trained(cls, trained: TrainedModel, **kwargs: Any) -> ServingModel:
@@ -401,32 +436,112 @@ class ServingModel:
         Raises:
             ValueError: more events or users than the largest bucket.
         """
+        out = self.step_events_flat(
+            self.flatten_carry(carry), users, item_idx, reset=reset, times=times,
+            excluded=excluded, unavailable=unavailable, history=history,
+        )  # fmt: skip
+        return out._replace(carry=self.unflatten_carry(out.carry))
+
+    def step_events_flat(self, carries: np.ndarray, *args: Any, **kwargs: Any) -> EventsOutput:
+        """`dispatch_events_flat` and wait for its result."""
+        return self.dispatch_events_flat(carries, *args, **kwargs).result()
+
+    def dispatch_events_flat(
+        self,
+        carries: np.ndarray,
+        users: np.ndarray,
+        item_idx: np.ndarray,
+        *,
+        reset: np.ndarray | None = None,
+        times: np.ndarray | None = None,
+        excluded: np.ndarray | None = None,
+        unavailable: np.ndarray | None = None,
+        history: np.ndarray | None = None,
+    ) -> PendingEvents:
+        """Start `step_events` on flat carries (`flatten_carry`): float32 (U,
+        carry_size) in, the same layout out (``EventsOutput.carry``).
+
+        Returns at once (XLA computes on its own threads): `PendingEvents.ready` says
+        when the result is there, `PendingEvents.result` waits for it. A caller on an
+        event loop can thus await the computation without a thread of its own.
+
+        The inputs travel to the jitted loop as two arrays (one int32, one float32)
+        and the outputs come back as one: each array handed to or fetched from XLA
+        releases and re-takes the GIL, and in the worker the event loop holds it, so
+        every extra array cost up to a switch interval (5 ms) there.
+        """
         users = np.asarray(users, np.int64)
         n = int(users.shape[0])
-        n_users = int(jax.tree_util.tree_leaves(carry)[0].shape[0])
+        carries = np.asarray(carries, np.float32)
+        n_users = int(carries.shape[0])
         size = self.bucket_for(max(n, n_users, 1))
-        items = _pad(np.asarray(item_idx, np.int32), size + 1)
-        fresh = _pad(np.zeros(n, bool) if reset is None else np.asarray(reset, bool), size + 1)
-        grid, first, steps = _lane_plan(users, n_users, size, self.lanes_for(size))
-        gap, t_hi, t_lo = self._event_times(carry, users, items[:n], fresh[:n], times)
+        lanes = self.lanes_for(size)
+        items = np.asarray(item_idx, np.int32)
+        fresh = np.zeros(n, bool) if reset is None else np.asarray(reset, bool)
+        grid, first, steps = _lane_plan(users, n_users, size, lanes)
+        gap, t_hi, t_lo = self._event_times(carries, users, items, fresh, times)
         explain_on = history is not None
-        out = self._events_fn(
-            self._params, self._calibration, _pad_tree(carry, size + 1),
-            _pad(users.astype(np.int32), size + 1) + np.where(np.arange(size + 1) < n, 0, size),
-            items, fresh, _pad(first, size + 1), _pad(gap, size + 1), _pad(t_hi, size + 1),
-            _pad(t_lo, size + 1), grid, np.int32(steps),
-            _fit_width(excluded, size, self.exclude_width), self._allowed(unavailable),
-            _fit_width(history, size, self.explain_window) if explain_on else None,
-            explain=explain_on,
+        user_rows = np.full(size + 1, size, np.int32)  # empty slots: the spare last row
+        user_rows[:n] = users
+        ints = np.concatenate([
+            user_rows, _pad(items, size + 1), _pad(fresh, size + 1).astype(np.int32),
+            _pad(first, size + 1).astype(np.int32), grid.ravel(), np.asarray([steps], np.int32),
+            _fit_width(excluded, size, self.exclude_width).ravel(),
+            _fit_width(history, size, self.explain_window).ravel() if explain_on
+            else np.zeros(0, np.int32),
+        ])  # fmt: skip
+        floats = np.concatenate([
+            _pad(carries, size + 1).ravel(), _pad(gap, size + 1), _pad(t_hi, size + 1),
+            _pad(t_lo, size + 1),
+        ])  # fmt: skip
+        packed = self._events_fn(
+            self._params, self._calibration_device, self._allowed_device(unavailable),
+            ints, floats, size=size, lanes=lanes, explain=explain_on,
         )  # fmt: skip
-        new_carry, top_items, top_scores, p, attributions = jax.device_get(out)
-        new_carry = jax.tree_util.tree_map(lambda x: np.asarray(x)[:n_users], new_carry)
-        if attributions is not None:
-            attributions = explain_lib.Attributions(*(np.asarray(a)[:n] for a in attributions))
+        return PendingEvents(
+            packed, lambda out: self._unpack_events(out, size, n, n_users, explain_on)
+        )
+
+    def _unpack_events(
+        self, packed: np.ndarray, size: int, n: int, n_users: int, explain_on: bool
+    ) -> EventsOutput:
+        """Split the jitted loop's one float32 output (int parts are bit copies)."""
+        k, width = self.k, self._carry_size
+        m = min(self.explain_top, self.explain_window)
+        shapes = [((size + 1, width), False), ((size, k), True), ((size, k), False),
+                  ((size,), False)]  # fmt: skip
+        if explain_on:
+            shapes += [((size, k, self.explain_window), False), ((size, k, m), True),
+                       ((size, k, m), False)]  # fmt: skip
+        parts, start = [], 0
+        for shape, is_int in shapes:
+            count = int(np.prod(shape))
+            part = packed[start : start + count].reshape(shape)
+            parts.append(part.view(np.int32) if is_int else part)
+            start += count
+        attributions = None
+        if explain_on:
+            attributions = explain_lib.Attributions(*(a[:n] for a in parts[4:7]))
         return EventsOutput(
-            new_carry, np.asarray(top_items)[:n], np.asarray(top_scores)[:n],
-            np.asarray(p)[:n], attributions,
-        )  # fmt: skip
+            parts[0][:n_users], parts[1][:n], parts[2][:n], parts[3][:n], attributions
+        )
+
+    def flatten_carry(self, carry: Carry) -> np.ndarray:
+        """float32 (n, carry_size): the carry's leaves side by side, in pytree order."""
+        leaves = jax.tree_util.tree_leaves(carry)
+        n = int(np.shape(leaves[0])[0])
+        return np.concatenate(
+            [np.asarray(leaf, np.float32).reshape(n, -1) for leaf in leaves], axis=1
+        )
+
+    def unflatten_carry(self, flat: np.ndarray) -> Carry:
+        """The inverse of `flatten_carry` (integer leaves get their dtype back)."""
+        leaves, start = [], 0
+        n = int(flat.shape[0])
+        for shape, width, dtype in self._carry_layout:
+            leaves.append(flat[:, start : start + width].reshape((n, *shape)).astype(dtype))
+            start += width
+        return jax.tree_util.tree_unflatten(self._carry_treedef, leaves)
 
     def lanes_for(self, size: int) -> int:
         """Lanes of `step_events` for a bucket: users are packed onto this many rows."""
@@ -434,7 +549,7 @@ class ServingModel:
 
     def _event_times(
         self,
-        carry: Carry,
+        carries: np.ndarray,
         users: np.ndarray,
         items: np.ndarray,
         reset: np.ndarray,
@@ -448,8 +563,8 @@ class ServingModel:
         zeros = np.zeros(n, np.float32)
         if not self._timed:
             return zeros, zeros, zeros.copy()
-        hi_u = np.asarray(carry["t_hi"], np.float32)
-        lo_u = np.asarray(carry["t_lo"], np.float32)
+        hi_u = carries[:, self._time_columns[0]]
+        lo_u = carries[:, self._time_columns[1]]
         if times is None:
             # No times: every event keeps its user's stored time (0 after a reset).
             hi, lo = hi_u[users].copy(), lo_u[users].copy()
@@ -474,6 +589,13 @@ class ServingModel:
                 last[u] = tj
         gap = np.clip(t - np.asarray(prev, np.float64), 0.0, 1e7).astype(np.float32)
         return gap, hi, lo
+
+    def _allowed_device(self, unavailable: np.ndarray | None) -> jax.Array:
+        """`_allowed` as a device array, transferred again only when it changes."""
+        allowed = self._allowed(unavailable)
+        if self._allowed_cache is None or not np.array_equal(self._allowed_cache[0], allowed):
+            self._allowed_cache = (allowed.copy(), jax.device_put(allowed))
+        return self._allowed_cache[1]
 
     def _allowed(self, unavailable: np.ndarray | None) -> np.ndarray:
         allowed = self.valid_mask()
@@ -586,31 +708,34 @@ class ServingModel:
         self,
         params: dict[str, Any],
         calibration: jax.Array,
-        carries: Carry,
-        users: jax.Array,
-        items: jax.Array,
-        reset: jax.Array,
-        first: jax.Array,
-        gap: jax.Array,
-        t_hi: jax.Array,
-        t_lo: jax.Array,
-        grid: jax.Array,
-        steps: jax.Array,
-        excluded: jax.Array,
         allowed: jax.Array,
-        history: jax.Array | None,
+        ints: jax.Array,
+        floats: jax.Array,
         *,
+        size: int,
+        lanes: int,
         explain: bool,
-    ) -> tuple:
-        # Per-event inputs have size + 1 rows and users' carries size + 1 rows: the
-        # last row is where empty lane slots read from and write to.
-        size = grid.shape[0]
-        lanes = grid.shape[1]
-        lane_carry = jax.tree_util.tree_map(lambda c: jnp.zeros((lanes, *c.shape[1:]), c.dtype),
-                                            carries)  # fmt: skip
+    ) -> jax.Array:
+        # Unpack what `step_events_flat` packed. Per-event rows and users' carries
+        # have size + 1 rows: the last is where empty lane slots read and write.
+        rows, width = size + 1, self._carry_size
+        sizes = [rows, rows, rows, rows, size * lanes, 1, size * self.exclude_width]
+        if explain:
+            sizes.append(size * self.explain_window)
+        split = jnp.split(ints, np.cumsum(sizes)[:-1])
+        users, items, reset, first, grid, steps, excluded = split[:7]
+        reset, first = reset > 0, first > 0
+        grid = grid.reshape(size, lanes)
+        excluded = excluded.reshape(size, self.exclude_width)
+        history = split[7].reshape(size, self.explain_window) if explain else None
+        flat, gap, t_hi, t_lo = jnp.split(floats, np.cumsum([rows * width, rows, rows]))
+        carries = self._unflatten_traced(flat.reshape(rows, width))
+        lane_carry = jax.tree_util.tree_map(
+            lambda c: jnp.zeros((lanes, *c.shape[1:]), c.dtype), carries
+        )
         outputs = (
-            jnp.zeros((size + 1, self.model_cfg.output_dim), jnp.float32),
-            jnp.zeros((size + 1,), jnp.float32),
+            jnp.zeros((rows, self.model_cfg.output_dim), jnp.float32),
+            jnp.zeros((rows,), jnp.float32),
         )
 
         def body(t: jax.Array, state: tuple) -> tuple:
@@ -635,11 +760,33 @@ class ServingModel:
             return lane_carry, final, (rep_out.at[event].set(lane_carry["rep"]),
                                        p_out.at[event].set(p))  # fmt: skip
 
-        _, final, (rep, p) = jax.lax.fori_loop(0, steps, body, (lane_carry, carries, outputs))
+        _, final, (rep, p) = jax.lax.fori_loop(0, steps[0], body, (lane_carry, carries, outputs))
         top, values, attributions = self._recommend(
             params, rep[:size], excluded, allowed, history, explain=explain
         )
-        return final, top, values, p[:size], attributions
+        # One output array (integer parts as bit copies): see `step_events_flat`.
+        parts = [self._flatten_traced(final), top, values, p[:size]]
+        if attributions is not None:
+            parts += [attributions.weights, attributions.positions, attributions.top_weights]
+        return jnp.concatenate([
+            (jax.lax.bitcast_convert_type(x, jnp.float32) if x.dtype == jnp.int32
+             else x.astype(jnp.float32)).ravel()
+            for x in parts
+        ])  # fmt: skip
+
+    def _unflatten_traced(self, flat: jax.Array) -> Carry:
+        leaves, start = [], 0
+        for shape, width, dtype in self._carry_layout:
+            block = flat[:, start : start + width].reshape((flat.shape[0], *shape))
+            leaves.append(block.astype(dtype))
+            start += width
+        return jax.tree_util.tree_unflatten(self._carry_treedef, leaves)
+
+    def _flatten_traced(self, carry: Carry) -> jax.Array:
+        leaves = jax.tree_util.tree_leaves(carry)
+        return jnp.concatenate(
+            [leaf.astype(jnp.float32).reshape(leaf.shape[0], -1) for leaf in leaves], axis=1
+        )
 
     # ------------------------------------------------------------- parity path
 

@@ -87,7 +87,8 @@ class Scorer(Protocol):
 class EventScorer(Protocol):
     """A `Scorer` that also applies several events per user in one call (optional).
 
-    `score_in_rounds` prefers it: one call per micro-batch instead of one per round.
+    `score_in_rounds` prefers it: one call per micro-batch instead of one per round;
+    the worker awaits `submit_users` on its event loop instead of using a thread.
     """
 
     def score_users(
@@ -95,6 +96,27 @@ class EventScorer(Protocol):
     ) -> tuple[list[list[StepOutput | None]], list[np.ndarray]]:
         """All events of ``users`` (at most the largest bucket), as `score_in_rounds`."""
         ...
+
+    def submit_users(self, users: Sequence[UserSteps], k: int) -> PendingScores:
+        """`score_users` started: returns before the model has computed the result."""
+        ...
+
+
+class PendingScores:
+    """A micro-batch handed to the model whose result may not be computed yet."""
+
+    def __init__(
+        self,
+        ready: Callable[[], bool],
+        finish: Callable[[], tuple[list[list[StepOutput | None]], list[np.ndarray]]],
+    ) -> None:
+        """``ready`` says whether ``finish`` would return without waiting."""
+        self.ready = ready
+        self._finish = finish
+
+    def result(self) -> tuple[list[list[StepOutput | None]], list[np.ndarray]]:
+        """``(outputs, carries)`` as `score_in_rounds` returns them (waits if needed)."""
+        return self._finish()
 
 
 @dataclass(slots=True)
@@ -485,7 +507,7 @@ class ServingModelScorer:
         )
         items, scores, explanations = self._decode(out, history_idx, k)
         return StepResult(
-            carries=self._flatten(out.carry, n),
+            carries=model.flatten_carry(out.carry),
             top_items=items,
             top_scores=scores,
             p_purchase=np.asarray(out.p_purchase, np.float32),
@@ -508,13 +530,20 @@ class ServingModelScorer:
         Returns:
             As `score_in_rounds`.
         """
+        return self.submit_users(users, k).result()
+
+    def submit_users(self, users: Sequence[UserSteps], k: int) -> PendingScores:
+        """Start `score_users`: encode and dispatch now, decode when the result is asked.
+
+        XLA computes off the calling thread, so an event loop can await
+        `PendingScores.ready` instead of handing the whole call to a thread.
+        """
         model = self._model
         initial = self._initial
         carries = np.stack([u.carry if u.carry is not None else initial for u in users])
         counts = [len(u.items) for u in users]
         owner = np.repeat(np.arange(len(users)), counts)
         item_ids = [item for u in users for item in u.items]
-        n = len(item_ids)
         excluded = [(u.excluded[r] if len(u.excluded) > r else None) or []
                     for u in users for r in range(len(u.items))]  # fmt: skip
         histories = [_history_at(u, r) for u in users for r in range(len(u.items))]
@@ -525,8 +554,8 @@ class ServingModelScorer:
         history_idx = None
         if has_history:
             history_idx = self._encode_rows(histories, model.explain_window)
-        out = model.step_events(
-            self._unflatten(carries.astype(np.float32, copy=False)),
+        pending = model.dispatch_events_flat(
+            carries.astype(np.float32, copy=False),
             owner,
             np.asarray(model.vocab.encode(item_ids), np.int32),
             reset=np.asarray([x for u in users for x in u.reset[: len(u.items)]], bool),
@@ -537,32 +566,23 @@ class ServingModelScorer:
             unavailable=self._unavailable,
             history=history_idx,
         )  # fmt: skip
-        items, scores, explanations = self._decode(out, history_idx, k)
-        p_purchase = np.asarray(out.p_purchase, np.float32).tolist()
-        outputs: list[list[StepOutput | None]] = []
-        row = 0
-        for u in users:
-            mine: list[StepOutput | None] = []
-            for emit in u.emit[: len(u.items)]:
-                mine.append(StepOutput(items[row], scores[row], p_purchase[row],
-                                       explanations[row]) if emit else None)  # fmt: skip
-                row += 1
-            outputs.append(mine)
-        assert row == n
-        flat = self._flatten(out.carry, len(users))
-        return outputs, list(flat)
 
-    def _flatten(self, carry: Any, n: int) -> np.ndarray:
-        """float32 (n, carry_size): the pytree's leaves side by side (`_unflatten`'s inverse)."""
-        import jax
+        def finish() -> tuple[list[list[StepOutput | None]], list[np.ndarray]]:
+            out = pending.result()
+            items, scores, explanations = self._decode(out, history_idx, k)
+            p_purchase = np.asarray(out.p_purchase, np.float32).tolist()
+            outputs: list[list[StepOutput | None]] = []
+            row = 0
+            for u in users:
+                mine: list[StepOutput | None] = []
+                for emit in u.emit[: len(u.items)]:
+                    mine.append(StepOutput(items[row], scores[row], p_purchase[row],
+                                           explanations[row]) if emit else None)  # fmt: skip
+                    row += 1
+                outputs.append(mine)
+            return outputs, list(out.carry)
 
-        return np.concatenate(
-            [
-                np.asarray(leaf, np.float32).reshape(n, -1)
-                for leaf in jax.tree_util.tree_leaves(carry)
-            ],
-            axis=1,
-        )
+        return PendingScores(pending.ready, finish)
 
     def _decode(
         self, out: Any, history_idx: np.ndarray | None, k: int
