@@ -174,7 +174,8 @@ class ClickstreamServer:
         self.rules = SessionRules(
             settings.session_policy, settings.session_gap_s, settings.user_ttl_s
         )
-        # One thread: the step is not re-entrant, and JAX releases the GIL anyway.
+        # Scorers without `submit_users` (test scorers, custom factories) step here.
+        # One thread: the step is not re-entrant.
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnrec-step")
         metrics.set_model_version(scorer.version)
         self.rekeyed_topic = settings.topic("clickstream_repartition")
