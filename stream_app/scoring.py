@@ -384,17 +384,15 @@ class ServingModelScorer:
         self._model = model
         self._buckets = tuple(buckets) if buckets is not None else tuple(model.buckets)
         template = model.init_carry(1)
-        with_paths, self._treedef = jax.tree_util.tree_flatten_with_path(template)
+        with_paths, _ = jax.tree_util.tree_flatten_with_path(template)
         leaves = [leaf for _, leaf in with_paths]
-        self._shapes = [np.shape(leaf)[1:] for leaf in leaves]
-        self._dtypes = [np.asarray(leaf).dtype for leaf in leaves]
-        self._sizes = [int(np.prod(shape)) for shape in self._shapes]
         self.exact_carry_positions = exact_positions(
-            [jax.tree_util.keystr(path) for path, _ in with_paths], self._dtypes, self._sizes
+            [jax.tree_util.keystr(path) for path, _ in with_paths],
+            [np.asarray(leaf).dtype for leaf in leaves],
+            [int(np.prod(np.shape(leaf)[1:])) for leaf in leaves],
         )
-        self._initial = np.concatenate(
-            [np.asarray(leaf, np.float32).reshape(-1) for leaf in leaves]
-        )
+        # The model's flat layout (leaves side by side, pytree order) is the state's.
+        self._initial = model.flatten_carry(template)[0]
         self._unavailable = np.zeros(model.vocab.capacity, dtype=bool)
         self._unavailable_ids: tuple[str, ...] = ()
         self._ids: tuple[int, np.ndarray] | None = None
@@ -436,14 +434,7 @@ class ServingModelScorer:
         return self._unavailable_ids
 
     def _unflatten(self, carries: np.ndarray) -> Any:
-        import jax
-
-        leaves, start = [], 0
-        for shape, width, dtype in zip(self._shapes, self._sizes, self._dtypes, strict=True):
-            block = carries[:, start : start + width].reshape((len(carries), *shape))
-            leaves.append(block.astype(dtype))
-            start += width
-        return jax.tree_util.tree_unflatten(self._treedef, leaves)
+        return self._model.unflatten_carry(carries)
 
     def _encode_rows(self, rows: Sequence[Sequence[str]], width: int) -> np.ndarray:
         """Right-aligned (n, width) indices of each row's last ``width`` ids (0 = none).
