@@ -102,12 +102,14 @@ class EventsOutput(NamedTuple):
     """What `ServingModel.step_events` returns for U users and N events.
 
     Attributes:
-        carry: the users' carries after their last event (numpy pytree, leading axis U).
+        carry: the users' carries after their last event, leading axis U: a numpy
+            pytree from `step_events`, flat float32 (U, carry_size) from
+            `step_events_flat`.
         top_items, top_scores, p_purchase, attributions: per event (leading axis N),
             as in `StepOutput`.
     """
 
-    carry: Carry
+    carry: Carry | np.ndarray
     top_items: np.ndarray
     top_scores: np.ndarray
     p_purchase: np.ndarray
@@ -467,8 +469,8 @@ class ServingModel:
 
         The inputs travel to the jitted loop as two arrays (one int32, one float32)
         and the outputs come back as one: each array handed to or fetched from XLA
-        releases and re-takes the GIL, and in the worker the event loop holds it, so
-        every extra array cost up to a switch interval (5 ms) there.
+        releases and re-takes the GIL, which costs up to a switch interval (5 ms) per
+        array when another thread (an event loop) is running Python meanwhile.
         """
         users = np.asarray(users, np.int64)
         n = int(users.shape[0])
