@@ -537,13 +537,12 @@ class ServingModelScorer:
         item_ids = [item for u in users for item in u.items]
         excluded = [(u.excluded[r] if len(u.excluded) > r else None) or []
                     for u in users for r in range(len(u.items))]  # fmt: skip
-        histories = [_history_at(u, r) for u in users for r in range(len(u.items))]
         # As in rounds: times only when every event has one, explanations when any
-        # event has a history.
+        # event has a history (only then are the per-event histories gathered).
         has_times = all(len(u.times) >= len(u.items) for u in users)
-        has_history = any(h is not None for u in users for h in u.history)
         history_idx = None
-        if has_history:
+        if any(h is not None for u in users for h in u.history):
+            histories = [_history_at(u, r) for u in users for r in range(len(u.items))]
             history_idx = self._encode_rows(histories, model.explain_window)
         pending = model.dispatch_events_flat(
             carries.astype(np.float32, copy=False),
