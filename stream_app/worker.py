@@ -138,6 +138,21 @@ class _Refetch:
     gave_up: bool = False
 
 
+def _release(consumer: Any, message: Any) -> None:
+    """Stop Faust waiting for an ack of a record `_contiguous` drops without acking.
+
+    Faust tracks every delivered record as unacked and, at shutdown, ``wait_empty``
+    waits until none is left; its stream keeps the last record it delivered
+    referenced while waiting for the next, so a dropped duplicate at a partition's
+    end held the set non-empty and a SIGTERM hung until killed (seen once in
+    tests/chaos/test_kill9.py). Acking instead would let a commit step over a held
+    record before its redelivery is applied; the redelivered copy is tracked anew.
+    """
+    unacked = getattr(consumer, "_unacked_messages", None)
+    if unacked is not None:
+        unacked.discard(message)
+
+
 @dataclass(slots=True)
 class _UserPlan:
     """One user's share of a batch: a working state and the steps to score."""
@@ -411,10 +426,12 @@ class ClickstreamServer:
                 # state are done. Not acked: an ack of an offset below the committed
                 # one could move Faust's commit backwards.
                 self.metrics.duplicate_deliveries.inc()
+                _release(consumer, message)
                 continue
             refetch = self.refetching.get(tp)
             if refetch is not None and message.offset > refetch.offset:
                 if not refetch.gave_up:
+                    _release(consumer, message)
                     continue  # the refetch delivers it again, in order
                 _log.warning(
                     "partition %s[%d]: offsets %d..%d absent after %d refetches; skipped",
@@ -427,6 +444,7 @@ class ClickstreamServer:
                                           message.offset):  # fmt: skip
                     self.refetching[tp] = _Refetch(message.tp, expected, time.monotonic())
                     seeks[message.tp] = expected
+                    _release(consumer, message)
                     continue
                 # Markers or compacted records: nothing to fetch again.
                 self.metrics.offset_gaps.inc(message.offset - expected)
