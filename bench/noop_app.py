@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import faust
 import orjson
 
+from stream_app.kafka_fetch import limit_fetch_wait
 from stream_app.output_batch import OutputBatch, app_producer
 from stream_app.settings import load_settings
 from stream_app.worker import faust_app_options
@@ -33,6 +34,7 @@ def create_noop_app() -> faust.App:
     """The no-op app (settings from the environment)."""
     settings = load_settings()
     app = faust.App(settings.app_id, **faust_app_options(settings))
+    limit_fetch_wait(app, settings.fetch_max_wait_ms)  # the worker's consumer settings
 
     def raw_topic(role: str) -> faust.TopicT:
         return app.topic(

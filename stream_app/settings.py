@@ -105,6 +105,15 @@ class WorkerSettings(KafkaSecuritySettings):
     commit_interval_s: float = Field(
         2.8, gt=0, le=300, description="How often acknowledged input offsets are committed."
     )
+    fetch_max_wait_ms: int = Field(
+        50,
+        ge=1,
+        le=1500,
+        description="How long the broker may hold a fetch request with no new data "
+        "(Faust fixes 1,500 ms). The idle repartition topic's partitions then held the "
+        "clickstream's next fetch back for 1.5 s whenever the worker had a backlog, and "
+        "a backlog at half the drain rate never cleared (stream_app.kafka_fetch).",
+    )
     producer_linger_s: float = Field(
         0.005,
         ge=0,

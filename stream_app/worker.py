@@ -80,6 +80,7 @@ from prometheus_client import Gauge
 
 from stream_app.dlq import DeadLetter, dead_letter
 from stream_app.events import ClickEvent, ErrorKind, InputLimits, Rejection, decode_click_event
+from stream_app.kafka_fetch import limit_fetch_wait
 from stream_app.metrics import WorkerMetrics
 from stream_app.output_batch import OutputBatch, app_producer
 from stream_app.scoring import EventScorer, Scorer, StepOutput, UserSteps, score_in_rounds
@@ -978,6 +979,7 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
         scorer = startup.scorer
     security = client_security(settings)
     app = ServingApp(settings.app_id, **faust_app_options(settings, security))
+    limit_fetch_wait(app, settings.fetch_max_wait_ms)
 
     def raw_topic(role: str) -> faust.TopicT:
         return app.topic(
