@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from rnnrec_jax.sampling import NegativeSampler, popularity_cdf, session_parallel_plan
+from rnnrec_jax.sampling import (
+    MAX_REFILL_DRAWS,
+    NegativeSampler,
+    popularity_cdf,
+    session_parallel_plan,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -50,6 +55,16 @@ def test_sampler_follows_popularity_power_and_is_reproducible():
     np.testing.assert_allclose(freq, expected, atol=0.005)
     again = NegativeSampler(counts, n_sample=1000, alpha=alpha, seed=3, cache_steps=50).draw(120)
     assert np.array_equal(draws, again)
+
+
+def test_refills_are_bounded_and_the_draws_do_not_depend_on_their_size():
+    counts = np.arange(50, dtype=np.float32)
+    big = NegativeSampler(counts, n_sample=2048, alpha=0.2, seed=5, cache_steps=4096)
+    # A 4,096-step refill of 2,048 negatives would allocate tens of MB at once.
+    assert big.cache_steps * big.n_sample <= MAX_REFILL_DRAWS
+    small = NegativeSampler(counts, n_sample=2048, alpha=0.2, seed=5, cache_steps=3)
+    draws = big.draw(300)
+    assert np.array_equal(draws, np.concatenate([small.draw(100) for _ in range(3)]))
 
 
 def test_popularity_cdf_alpha_zero_is_uniform_over_seen_items():
