@@ -117,6 +117,32 @@ VARIANTS: dict[str, tuple[str, str, dict[str, str], str]] = {
     "worker100k-noexplain-256": (
         "worker", "100k", {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0"}, "new",
     ),
+    # glibc backs malloc with transparent huge pages: XLA's per-call temporaries (a
+    # 256 x 100k score buffer is 100 MB) then fault in by 2 MB, not by 4 kB.
+    "worker100k-explain-256-hugetlb": (
+        "worker", "100k", {"RNNREC_MAX_BATCH": "256", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+        "new",
+    ),
+    "worker100k-noexplain-256-hugetlb": (
+        "worker", "100k",
+        {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0",
+         "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+        "new",
+    ),
+    "noop-256-hugetlb": (
+        "noop", "", {"RNNREC_MAX_BATCH": "256", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+        "new",
+    ),
+    "worker-noexplain-256-hugetlb": (
+        "worker", "1pct",
+        {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0",
+         "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+        "new",
+    ),
+    "worker-explain-256-hugetlb": (
+        "worker", "1pct", {"RNNREC_MAX_BATCH": "256", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+        "new",
+    ),
     "worker2-explain-256": ("worker", "1pct", {"RNNREC_MAX_BATCH": "256"}, "new"),
     "worker2-noexplain-256": (
         "worker", "1pct", {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0"}, "new",
