@@ -117,37 +117,20 @@ VARIANTS: dict[str, tuple[str, str, dict[str, str], str]] = {
     "worker100k-noexplain-256": (
         "worker", "100k", {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0"}, "new",
     ),
-    # glibc backs malloc with transparent huge pages: XLA's per-call temporaries (a
-    # 256 x 100k score buffer is 100 MB) then fault in by 2 MB, not by 4 kB.
-    "worker100k-explain-256-hugetlb": (
-        "worker", "100k", {"RNNREC_MAX_BATCH": "256", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
-        "new",
-    ),
-    "worker100k-noexplain-256-hugetlb": (
-        "worker", "100k",
-        {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0",
-         "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
-        "new",
-    ),
-    "noop-256-hugetlb": (
-        "noop", "", {"RNNREC_MAX_BATCH": "256", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
-        "new",
-    ),
-    "worker-noexplain-256-hugetlb": (
-        "worker", "1pct",
-        {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0",
-         "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
-        "new",
-    ),
-    "worker-explain-256-hugetlb": (
-        "worker", "1pct", {"RNNREC_MAX_BATCH": "256", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
-        "new",
-    ),
     "worker2-explain-256": ("worker", "1pct", {"RNNREC_MAX_BATCH": "256"}, "new"),
     "worker2-noexplain-256": (
         "worker", "1pct", {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0"}, "new",
     ),
 }  # fmt: skip
+# The same with glibc backing malloc by transparent huge pages: XLA's per-call
+# temporaries (a 256 x 100k score buffer is 100 MB) then fault in by 2 MB, not 4 kB.
+HUGE_PAGES = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+for _name in (
+    "noop-256", "worker-explain-256", "worker-noexplain-256",
+    "worker100k-explain-256", "worker100k-noexplain-256",
+):  # fmt: skip
+    _app, _model, _env, _src = VARIANTS[_name]
+    VARIANTS[f"{_name}-hugetlb"] = (_app, _model, {**_env, **HUGE_PAGES}, _src)
 # Variants drained by several worker processes in one consumer group (default 1): one
 # worker's event loop is a single Python thread, so a second process on the same
 # machine shows how much of the rest of the machine the partitions can use.
