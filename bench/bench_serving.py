@@ -644,8 +644,7 @@ def codec_bytes(model: Path) -> dict:
     result = LastResult(
         "12345678-3~0", "12345678~0", items[:20], [1.234567] * 20, 0.12, "1", 1.4e9, 1.7e9,
         {"method": "occlusion", "recent_items": items[-5:],
-         "per_item": [{"item": i, "because": items[-3:], "weights": [0.1, 0.2, 0.3]}
-                      for i in items[:20]]},
+         "weights": [[0.123456, -0.234567, 0.345678, 1.456789, 0.0]] * 20},
     )  # fmt: skip
     out = {"carry_floats": carry_size}
     for label, hist, res in (("1 event", 1, result), ("50 events", 50, result)):

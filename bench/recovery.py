@@ -89,12 +89,8 @@ def state_pool(n: int, explain: bool, seed: int = 0) -> list[bytes]:
         explanation = None
         if explain:
             window = items[-5:]
-            per_item = []
-            for item in top:
-                because = rng.sample(window, k=rng.randint(0, len(window)))
-                weights = [round(rng.random(), 6) for _ in because]
-                per_item.append({"item": item, "because": because, "weights": weights})
-            explanation = {"method": "occlusion", "recent_items": window, "per_item": per_item}
+            weights = [[round(rng.gauss(0.0, 1.0), 6) + 0.0 for _ in window] for _ in top]
+            explanation = {"method": "occlusion", "recent_items": window, "weights": weights}
         ts = 1_396_000_000.0 + rng.random() * 1e7
         state = UserState(
             carry=nprng.standard_normal(CARRY_FLOATS).astype(np.float32),

@@ -20,6 +20,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -143,9 +144,22 @@ def _show(stats: LiveStats, sent: int, started: float) -> None:
         click.echo(
             f"         user {rec['user_id']}: top-5 [{items}] (model v{rec['model_version']})"
         )
-        why = rec.get("explanation")
+        why = _why_first(rec)
         if why:
-            click.echo(f"         why: {orjson.dumps(why).decode()[:160]}")
+            click.echo(f"         why {rec['items'][0]}: {why}")
+
+
+def _why_first(rec: dict[str, Any]) -> str:
+    """The recent items that raised the first recommendation's score, strongest first
+    ("a +0.51, b +0.12"); empty when the message has no weight matrix."""
+    why = rec.get("explanation") or {}
+    recent, weights = why.get("recent_items"), why.get("weights")
+    if not recent or not weights or len(weights[0]) != len(recent):
+        return ""
+    causes = sorted(
+        ((w, item) for item, w in zip(recent, weights[0], strict=True) if w > 0), reverse=True
+    )
+    return ", ".join(f"{item} {w:+.2f}" for w, item in causes) or "no recent item raised it"
 
 
 def write_report(run_dir: Path, stats: LiveStats, sent: int, seconds: float, rate: float) -> Path:

@@ -7,13 +7,14 @@ in the changelog and easy to evolve (a format number ``v`` leads every record);
 vocabulary indices, so a new vocabulary never misreads old state.
 
 Every state write goes to the changelog, which the broker compacts, so bytes per
-record are bytes per event written and rewritten. Format 2 therefore stores the
-last result compactly (float32 scores as base64, the explanation's item ids as
-positions in the user's recent items, its recommended items not repeated) and the
-recent events' digests as one base64 string; `decode_state` rebuilds exactly the
-objects that were sent, so a re-send is byte-identical. Format 1 records (written
-before) are still read; a worker of the previous release cannot read format 2, so
-roll workers forward, not back.
+record are bytes per event written and rewritten. The last result is therefore stored
+compactly (float32 scores as base64, the explanation's recent items as a count of the
+user's last items, its recommended items not repeated) and the recent events' digests
+as one base64 string; `decode_state` rebuilds exactly the objects that were sent, so a
+re-send is byte-identical. Format 3 stores the explanation as a weight matrix
+(recommendations schema 2); format 2 records (``per_item`` explanations) and format 1
+records (everything verbatim) are still read. A worker of an earlier release cannot
+read a later format, so roll workers forward, not back.
 """
 
 from __future__ import annotations
@@ -29,11 +30,12 @@ import orjson
 from stream_app.events import ClickEvent
 from stream_app.settings import CarryDtype, SessionPolicy
 
-STATE_FORMAT = 2
+STATE_FORMAT = 3
 """Version of the encoded record; bump it (and keep a reader) when fields change."""
 
-READABLE_FORMATS = frozenset({1, STATE_FORMAT})
-"""Formats `decode_state` reads: 1 stored the last result and digests verbatim."""
+READABLE_FORMATS = frozenset({1, 2, STATE_FORMAT})
+"""Formats `decode_state` reads: 1 stored the last result and digests verbatim, 2
+packed ``per_item`` explanations (recommendations schema 1)."""
 
 
 class StateFormatError(ValueError):
@@ -277,46 +279,71 @@ def _unpack_scores(stored: list[float] | str) -> list[float]:
 def _pack_explanation(
     explanation: dict[str, Any] | None, items: list[str], recent_items: list[str]
 ) -> Any:
-    """``[method, recent, because, weights]`` for the worker's occlusion explanation.
+    """``[method, recent, weights]`` for the worker's occlusion explanation.
 
     ``recent`` is n when the explanation's recent items are the last n of the state's
-    (always, for the event the state ends with), else the list; ``because`` holds
-    positions in that list; the per-item ``item`` fields equal ``items`` and are not
-    repeated. Any other shape is stored verbatim (a dict), so nothing is lost.
+    (always, for the event the state ends with), else the list. Any other shape is
+    stored verbatim (a dict), so nothing is lost.
     """
     if explanation is None:
         return None
-    try:
-        if list(explanation) != ["method", "recent_items", "per_item"]:
-            return explanation
-        recent = explanation["recent_items"]
-        per_item = explanation["per_item"]
-        if len(per_item) != len(items):
-            return explanation
-        position = {item: i for i, item in reversed(list(enumerate(recent)))}
-        because, weights = [], []
-        for entry, item in zip(per_item, items, strict=True):
-            if list(entry) != ["item", "because", "weights"] or entry["item"] != item:
-                return explanation
-            because.append([position[b] for b in entry["because"]])
-            weights.append(entry["weights"])
-    except (KeyError, TypeError, ValueError):
+    if (
+        list(explanation) != ["method", "recent_items", "weights"]
+        or not isinstance(explanation["recent_items"], list)
+        or not isinstance(explanation["weights"], list)
+        or len(explanation["weights"]) != len(items)
+    ):
         return explanation
+    recent = explanation["recent_items"]
     n = len(recent)
     suffix = (
         n if n <= len(recent_items) and recent_items[len(recent_items) - n :] == recent else None
     )
-    return [explanation["method"], recent if suffix is None else suffix, because, weights]
+    weights = _pack_weights(explanation["weights"], (len(items), n))
+    return [explanation["method"], recent if suffix is None else suffix, weights]
+
+
+def _pack_weights(weights: list[list[float]], shape: tuple[int, int]) -> str | list:
+    """Weights rounded to 6 places (as the scorer sends them) as base64 int32 millionths:
+    5.3 characters a weight instead of about 9.5 as JSON text; exact, or else the list
+    as it is."""
+    try:
+        values = np.asarray(weights, np.float64)
+    except (TypeError, ValueError):
+        return weights  # ragged or not numbers
+    if values.shape != shape:
+        return weights
+    micro = np.rint(values * 1e6)
+    if not np.all(np.abs(micro) < 2**31):  # also false for NaN
+        return weights
+    ints = micro.astype("<i4")
+    back = ints / 1e6  # exactly what `_unpack_weights` will read
+    negative_zero = (values == 0) & np.signbit(values)
+    if not np.array_equal(back, values) or negative_zero.any():
+        return weights  # not 6 places, or a -0.0 that millionths would turn into 0.0
+    return base64.b64encode(ints.tobytes()).decode("ascii")
+
+
+def _unpack_weights(stored: str | list, shape: tuple[int, int]) -> list[list[float]]:
+    if not isinstance(stored, str):
+        return stored
+    micro = np.frombuffer(base64.b64decode(stored), "<i4")
+    return (micro.astype(np.float64) / 1e6).reshape(shape).tolist()
 
 
 def _unpack_explanation(stored: Any, items: list[str], recent_items: list[str]) -> Any:
     if not isinstance(stored, list):
         return stored  # None, or a verbatim dict (format 1, or a shape not packed)
-    method, recent, because, weights = stored
+    method, recent, *rest = stored
     if isinstance(recent, int):
         if not 0 <= recent <= len(recent_items):
             raise ValueError("explanation refers past the recent items")
         recent = recent_items[len(recent_items) - recent :] if recent else []
+    if len(rest) == 1:
+        weights = _unpack_weights(rest[0], (len(items), len(recent)))
+        return {"method": method, "recent_items": recent, "weights": weights}
+    # Format 2: per recommended item its causes, as positions in ``recent``.
+    because, weights = rest
     per_item = [
         {"item": item, "because": [recent[p] for p in positions], "weights": w}
         for item, positions, w in zip(items, because, weights, strict=True)

@@ -105,7 +105,11 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+PREDICTIONS_SCHEMA_VERSION = 1
+RECOMMENDATIONS_SCHEMA_VERSION = 2
+"""2: the explanation is ``{method, recent_items, weights}`` with a weight per
+(recommended item, recent item); 1 listed per recommended item its positive causes
+(``per_item``). A result stored before the change is re-sent as version 1."""
 COMMAND_HEADER = "rnnrec.command"
 """A clickstream record with this header set to ``delete-user`` deletes its key's state."""
 DELETE_USER = b"delete-user"
@@ -137,6 +141,15 @@ class _Refetch:
     since: float
     tries: int = 1
     gave_up: bool = False
+
+
+def recommendation_schema_version(explanation: Any) -> int:
+    """The `recommendations` schema version a message with this explanation follows:
+    a result stored by a worker of the previous release (``per_item`` explanation) is
+    re-sent on redelivery exactly as it went out, version 1 included."""
+    if isinstance(explanation, dict) and "per_item" in explanation:
+        return 1
+    return RECOMMENDATIONS_SCHEMA_VERSION
 
 
 def _release(consumer: Any, message: Any) -> None:
@@ -727,7 +740,7 @@ class ClickstreamServer:
         """Queue the event's recommendation and purchase prediction in `batch`."""
         key = user_id.encode("utf-8")
         recommendation = {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": recommendation_schema_version(result.explanation),
             "event_id": result.event_id,
             "user_id": user_id,
             "session_id": result.session_id,
@@ -740,7 +753,7 @@ class ClickstreamServer:
             "state_recomputed": result.state_recomputed,
         }
         prediction = {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": PREDICTIONS_SCHEMA_VERSION,
             "event_id": result.event_id,
             "user_id": user_id,
             "session_id": result.session_id,

@@ -77,7 +77,9 @@ class RecentItemsScorer:
             items = items[:k]
             top_items.append(items)
             top_scores.append([1.0 / (1 + j) for j in range(len(items))])
-            explanations.append({"recent_items": items[:3], "weights": [1.0] * len(items[:3])})
+            recent = items[:3]
+            explanations.append({"method": "recent", "recent_items": recent,
+                                 "weights": [[1.0] * len(recent) for _ in items]})  # fmt: skip
         p_purchase = np.minimum(1.0, new[:, 0] / 10.0).astype(np.float32)
         return StepResult(new, top_items, top_scores, p_purchase, explanations)
 

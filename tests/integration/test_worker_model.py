@@ -6,10 +6,12 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import jsonschema
 import orjson
 import pytest
 
 from rnnrec_jax.model_io import load_trained_model
+from stream_app.events import load_schema
 from stream_app.kafka_io import produce
 from tests.processes import tail
 from tests.serving_models import cached_tiny_model
@@ -69,6 +71,7 @@ def test_model_recommends_catalogue_items_with_explanations_and_never_recompiles
         assert compilations(setup) == warm, tail(setup.log)
 
     outputs = [orjson.loads(r.value) for r in recs]
+    schema = load_schema("recommendations")
     assert {o["event_id"] for o in outputs} == {orjson.loads(v)["event_id"] for _, v in records}
     for out in outputs:
         assert len(out["items"]) == 20 and set(out["items"]) <= catalogue
@@ -76,12 +79,12 @@ def test_model_recommends_catalogue_items_with_explanations_and_never_recompiles
         explanation = out["explanation"]
         assert explanation["method"] == "occlusion"
         assert 1 <= len(explanation["recent_items"]) <= 5
-        assert [p["item"] for p in explanation["per_item"]] == out["items"]
-        for per_item in explanation["per_item"]:
-            assert set(per_item["because"]) <= set(explanation["recent_items"])
-            assert all(w > 0 for w in per_item["weights"])
-    # Some recommendation is explained by some recent item.
-    assert any(p["because"] for o in outputs for p in o["explanation"]["per_item"])
+        # One row per recommended item, one weight per recent item.
+        assert len(explanation["weights"]) == len(out["items"])
+        assert {len(row) for row in explanation["weights"]} == {len(explanation["recent_items"])}
+        jsonschema.validate(out, schema)
+    # Some recommendation was raised by some recent item.
+    assert any(w > 0 for o in outputs for row in o["explanation"]["weights"] for w in row)
     probabilities = [orjson.loads(r.value)["p_purchase"] for r in preds]
     assert all(0.0 <= p <= 1.0 for p in probabilities) and len(set(probabilities)) > 1
 

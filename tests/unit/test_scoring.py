@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import orjson
 import pytest
 
 from rnnrec_jax.model_io import load_trained_model
@@ -51,51 +52,50 @@ def test_scorer_names_the_positions_of_a_purchase_head_carry(
     assert len(expected) >= 16 + 1  # the purchase head's recent items and its time
 
 
-def _reference_explanations(history, items, positions, top_weights, ids):  # type: ignore[no-untyped-def]
-    """The plain loop: per slot, keep each listed position that is real with weight > 0."""
+def _reference_explanations(history, items, weights, ids):  # type: ignore[no-untyped-def]
+    """The plain loop: per row its real history positions, per recommended item the
+    weight of each, rounded to 6 places."""
     out = []
     for row, row_items in enumerate(items):
-        window = [str(ids[i]) for i in history[row]]
-        per_item = []
-        for slot, item in enumerate(row_items):
-            because, weights = [], []
-            for p, w in zip(positions[row, slot], top_weights[row, slot], strict=True):
-                w = round(float(w), 6)
-                if p >= 0 and w > 0:
-                    because.append(window[p])
-                    weights.append(w)
-            per_item.append({"item": item, "because": because, "weights": weights})
-        recent = [w for w in window if w]
-        out.append({"method": "occlusion", "recent_items": recent, "per_item": per_item})
+        real = [j for j in range(history.shape[1]) if history[row, j] > 0]
+        matrix = [
+            [round(float(weights[row, slot, j]), 6) + 0.0 for j in real]
+            for slot in range(len(row_items))
+        ]
+        recent = [str(ids[history[row, j]]) for j in real]
+        out.append({"method": "occlusion", "recent_items": recent, "weights": matrix})
     return out
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_explanations_keep_exactly_the_real_positive_contributors(seed: int) -> None:
-    # Attributions shaped as rnnrec_jax.explain.occlusion returns them: per slot the M
-    # strongest positions, padding ranked last and marked -1, weights of any sign
-    # (some too small to survive rounding to 6 places).
+def test_explanations_give_each_recommendation_the_weight_of_each_real_event(seed: int) -> None:
+    # Attribution weights shaped as rnnrec_jax.explain.occlusion returns them: (n, K, L),
+    # 0 at padding; histories right-aligned, with leading padding and, where an event
+    # was out of the vocabulary, a 0 inside the window. Some weights too small to
+    # survive rounding to 6 places, of either sign (no -0.0 may come out).
     rng = np.random.default_rng(seed)
-    n, k, length, m = 17, 6, 5, 3
+    n, k, length = 17, 6, 5
     ids = np.asarray(["", *[f"item{i}" for i in range(1, 40)]], dtype=object)
     history = rng.integers(1, 40, (n, length))
     pad = rng.integers(0, length + 1, n)  # leading padding per row
     for row in range(n):
         history[row, : pad[row]] = 0
+    gaps = rng.random((n, length)) < 0.15  # out-of-vocabulary events
+    history[gaps] = 0
     weights = rng.normal(size=(n, k, length)) * rng.choice([1.0, 1e-7], (n, k, length))
-    real = np.broadcast_to((history > 0)[:, None, :], weights.shape)
-    order = np.argsort(-np.where(real, weights, -np.inf), axis=-1, kind="stable")[..., :m]
-    kept = np.take_along_axis(real, order, axis=-1)
-    positions = np.where(kept, order, -1).astype(np.int32)
-    top_weights = np.where(kept, np.take_along_axis(weights, order, axis=-1), 0.0)
+    weights = np.where((history > 0)[:, None, :], weights, 0.0).astype(np.float32)
     items = [[f"rec{row}-{slot}" for slot in range(k - row % 3)] for row in range(n)]
-    attributions = type("A", (), {"positions": positions, "top_weights": top_weights})
+    attributions = type("A", (), {"weights": weights})
 
     got = ServingModelScorer._explanations(history, items, attributions, ids)
 
-    assert got == _reference_explanations(history, items, positions, top_weights, ids)
-    assert any(p["because"] for e in got for p in e["per_item"])  # not all empty
-    assert any(not p["because"] for e in got for p in e["per_item"])
+    want = _reference_explanations(history, items, weights, ids)
+    assert got == want
+    assert [orjson.dumps(e) for e in got] == [orjson.dumps(e) for e in want]
+    assert any(0 < len(e["recent_items"]) < length for e in got)
+    inner_gap = [(h[np.argmax(h > 0) :] == 0).any() for h in history if (h > 0).any()]
+    assert any(inner_gap)  # the masked path is exercised too
+    assert any(len(e["weights"]) < k for e in got)  # fewer recommendations than K
 
 
 class _RoundsOnly:

@@ -70,13 +70,44 @@ def full_state(carry_size: int = 100, history: int = 50, k: int = 20) -> UserSta
 def occlusion_explanation(
     recommended: list[str], recent: list[str], rng: np.random.Generator
 ) -> dict[str, Any]:
-    """The shape `stream_app.scoring.Scorer` sends: 1 to 3 causes per recommended item."""
+    """The shape `stream_app.scoring.Scorer` sends: a weight per (recommended item,
+    recent item), rounded to 6 places, of either sign."""
+    weights = np.round(rng.normal(size=(len(recommended), len(recent))), 6) + 0.0
+    return {"method": "occlusion", "recent_items": recent, "weights": weights.tolist()}
+
+
+def per_item_explanation(
+    recommended: list[str], recent: list[str], rng: np.random.Generator
+) -> dict[str, Any]:
+    """The explanation of recommendations schema 1: 1 to 3 causes per recommended item."""
     per_item = []
     for item in recommended:
         picks = rng.choice(len(recent), size=int(rng.integers(1, 4)), replace=False)
         weights = np.round(np.sort(rng.random(len(picks)))[::-1], 6).tolist()
         per_item.append({"item": item, "because": [recent[p] for p in picks], "weights": weights})
     return {"method": "occlusion", "recent_items": recent, "per_item": per_item}
+
+
+def format_2(state: UserState) -> bytes:
+    """A record as the previous release wrote it: a ``per_item`` explanation packed as
+    ``[method, n recent, positions per item, weights per item]``."""
+    assert state.last_result is not None
+    explanation = state.last_result.explanation
+    assert explanation is not None and "per_item" in explanation
+    recent = explanation["recent_items"]
+    assert state.recent_items[-len(recent) :] == recent
+    record = orjson.loads(encode_state(dataclasses.replace(
+        state, last_result=dataclasses.replace(state.last_result, explanation=None)
+    )))  # fmt: skip
+    record["v"] = 2
+    position = {item: i for i, item in reversed(list(enumerate(recent)))}
+    record["r"][8] = [
+        "occlusion",
+        len(recent),
+        [[position[b] for b in p["because"]] for p in explanation["per_item"]],
+        [p["weights"] for p in explanation["per_item"]],
+    ]
+    return orjson.dumps(record)
 
 
 def format_1(state: UserState) -> bytes:
@@ -134,12 +165,30 @@ def test_format_1_records_are_still_read() -> None:
     assert encode_state(back) == encode_state(state)  # rewritten in the current format
 
 
+def test_format_2_records_and_their_per_item_explanations_are_still_read() -> None:
+    state = full_state()
+    assert state.last_result is not None
+    rng = np.random.default_rng(3)
+    old = per_item_explanation(state.last_result.items, state.recent_items[-5:], rng)
+    state.last_result = dataclasses.replace(state.last_result, explanation=old)
+    back = decode_state(format_2(state))
+    for name in UserState.__slots__:
+        if name != "carry":
+            assert getattr(back, name) == getattr(state, name), name
+    assert back.last_result is not None
+    # A redelivery re-sends the stored result exactly as it went out.
+    assert orjson.dumps(back.last_result.explanation) == orjson.dumps(old)
+    again = decode_state(encode_state(back))  # and it survives a rewrite
+    assert again.last_result == back.last_result
+
+
 @pytest.mark.parametrize(
     "change",
     [
         {"scores": [0.1, 0.2]},  # not float32-exact: stored as JSON numbers
         {"explanation": {"method": "other", "data": [1, 2]}},  # unknown shape
-        {"explanation": {"method": "occlusion", "recent_items": ["x"], "per_item": []}},
+        {"explanation": {"method": "occlusion", "recent_items": ["x"], "weights": []}},
+        {"explanation": {"method": "occlusion", "recent_items": "x", "weights": [[1.0]] * 20}},
     ],
 )
 def test_results_that_cannot_be_packed_are_stored_verbatim(change: dict[str, Any]) -> None:
@@ -153,13 +202,27 @@ def test_results_that_cannot_be_packed_are_stored_verbatim(change: dict[str, Any
     assert back.last_result == state.last_result
 
 
+@pytest.mark.parametrize(
+    "weight",
+    [0.1234567, 1e-7, -0.0, 3000.0, float("nan")],  # not 6 places, -0, past int32, NaN
+)
+def test_weights_that_millionths_cannot_hold_are_stored_as_they_are(weight: float) -> None:
+    state = full_state()
+    assert state.last_result is not None and state.last_result.explanation is not None
+    weights = state.last_result.explanation["weights"]
+    weights[3][1] = weight
+    back = decode_state(encode_state(state))
+    assert back.last_result is not None and back.last_result.explanation is not None
+    assert orjson.dumps(back.last_result.explanation) == orjson.dumps(state.last_result.explanation)
+
+
 def test_explanations_of_items_outside_the_history_keep_their_own_list() -> None:
     # After a model swap the carry is recomputed and the history may have been cut:
     # the explanation's recent items are then not the last n of the state's.
     state = full_state()
     assert state.last_result is not None
     rng = np.random.default_rng(1)
-    other = ["900", "901", "900"]  # a repeated id maps to either position: same name
+    other = ["900", "901", "900"]  # not the last items of the state: stored as a list
     state.last_result.explanation = occlusion_explanation(state.last_result.items, other, rng)
     back = decode_state(encode_state(state))
     assert back.last_result == state.last_result
@@ -172,17 +235,18 @@ def test_fresh_state_round_trips_without_carry() -> None:
 
 def test_bytes_per_user_are_measured_and_bounded() -> None:
     # A GRU of 100 units, L=50 nine-digit item ids and 12-character event ids, K=20
-    # last result with an occlusion explanation over the last 5 items: 3,470 bytes
-    # with a float32 carry (format 1 wrote 5,344), 3,202 with float16. The id
-    # histories dominate (about 1.3 kB); the carry is 536 bytes as base64.
+    # last result with an occlusion explanation over the last 5 items (a 20 x 5 weight
+    # matrix): 3,510 bytes with a float32 carry (format 1 wrote 4,634), 3,242 with
+    # float16. The id histories dominate (about 1.3 kB); the carry is 536 bytes as
+    # base64, the weights 536 as base64 int32 millionths.
     state = full_state()
     size32 = len(encode_state(state, CarryDtype.FLOAT32))
     size16 = len(encode_state(state, CarryDtype.FLOAT16))
     assert size16 < size32 < 3600
     assert size32 - size16 == pytest.approx((400 - 200) * 4 / 3, abs=4)
-    # What format 2 saves on every changelog write: the explanation's ids and the
-    # repeated item names, the scores' decimal text and the digests' quoting.
-    assert len(format_1(state)) - size32 > 1800
+    # What the packing saves on every changelog write: the explanation's ids and the
+    # repeated item names, the scores' and weights' decimal text, the digests' quoting.
+    assert len(format_1(state)) - size32 > 1000
 
 
 def test_float16_carry_costs_bounded_precision() -> None:
