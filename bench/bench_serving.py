@@ -604,7 +604,9 @@ def latency_phase(name: str, rates: list[float], seconds: float, ctx: dict) -> l
     got = dict(zip(out_ids, out_ts.tolist(), strict=True))
     out = []
     for r in results:
-        lat = np.asarray([got[i] - sent[i] for i in r["ids"] if i in got and i in sent], float)
+        matched = [i for i in r["ids"] if i in got and i in sent]
+        lat = np.asarray([got[i] - sent[i] for i in matched], float)
+        sent_ms = np.asarray([sent[i] for i in matched], float)
         q = np.percentile(lat, [50, 95, 99]) if lat.size else [float("nan")] * 3
         row = {
             "variant": name,
@@ -615,15 +617,36 @@ def latency_phase(name: str, rates: list[float], seconds: float, ctx: dict) -> l
             "p95_ms": float(q[1]),
             "p99_ms": float(q[2]),
             "max_ms": float(lat.max()) if lat.size else float("nan"),
+            **latency_timeline(sent_ms, lat),
             "latencies_ms": lat,
         }
         log(
             f"[latency {name}] {r['rate']:,.0f}/s offered ({r['achieved_rate']:,.0f} achieved): "
             f"p50 {row['p50_ms']:.0f} p95 {row['p95_ms']:.0f} p99 {row['p99_ms']:.0f} "
-            f"max {row['max_ms']:.0f} ms"
+            f"max {row['max_ms']:.0f} ms; after {LATE_START_S:.0f} s p99 "
+            f"{row['late_p99_ms']:.0f} ms; max per second {row['max_per_second_ms']}"
         )
         out.append(row)
     return out
+
+
+LATE_START_S = 2.0
+"""Events offered this long after a rate starts count as steady state in
+`latency_timeline` (a fresh worker's first seconds can hold a backlog)."""
+
+
+def latency_timeline(sent_ms: np.ndarray, lat: np.ndarray) -> dict:
+    """Where in the run the latency tail sits: the largest latency of the events offered
+    in each second, and p50/p95/p99 of those offered after `LATE_START_S`."""
+    if not lat.size:
+        return {"max_per_second_ms": [], "late_events": 0,
+                **{f"late_p{q}_ms": float("nan") for q in (50, 95, 99)}}  # fmt: skip
+    second = ((sent_ms - sent_ms.min()) // 1000).astype(int)
+    per_second = [int(lat[second == s].max()) for s in np.unique(second)]
+    late = lat[sent_ms - sent_ms.min() >= LATE_START_S * 1000]
+    q = np.percentile(late, [50, 95, 99]) if late.size else [float("nan")] * 3
+    return {"max_per_second_ms": per_second, "late_events": int(late.size),
+            "late_p50_ms": float(q[0]), "late_p95_ms": float(q[1]), "late_p99_ms": float(q[2])}  # fmt: skip
 
 
 def codec_bytes(model: Path) -> dict:
@@ -747,6 +770,21 @@ def write_report(report: dict, latencies: list[dict], out: Path = OUT) -> None:
                 f"| {r['variant']} | {r['offered_rate']:,.0f} | {r['achieved_offered_rate']:,.0f} "
                 f"| {r['events']:,} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} "
                 f"| {r['max_ms']:.0f} |"
+            )
+        lines += [
+            "",
+            f"The same, events offered {LATE_START_S:.0f} s or more after the rate started "
+            "(past a fresh worker's first seconds), and the largest latency of the events "
+            "offered in each second of the run:",
+            "",
+            "| variant | offered events/s | events | p50 ms | p95 ms | p99 ms | max per second, ms |",
+            "|---|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in report["latency"]:
+            lines.append(
+                f"| {r['variant']} | {r['offered_rate']:,.0f} | {r['late_events']:,} "
+                f"| {r['late_p50_ms']:.0f} | {r['late_p95_ms']:.0f} | {r['late_p99_ms']:.0f} "
+                f"| {', '.join(str(x) for x in r['max_per_second_ms'])} |"
             )
         lines += ["", f"Histogram of the first latency row: `{png.name}`."]
     lines += ["", "State (encode_state bytes per user):", ""]
