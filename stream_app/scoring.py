@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from stream_app.settings import WorkerSettings
+from stream_app.state import OcclusionExplanation
 
 
 @dataclass(frozen=True, slots=True)
@@ -616,6 +617,12 @@ class ServingModelScorer:
         length = hist.shape[1]
         # Rounded as sent (6 places); + 0.0 turns the -0.0 of tiny negatives into 0.0.
         weights = np.round(np.asarray(attributions.weights, np.float64)[:n], 6) + 0.0
+        # The same weights as int32 millionths for the state codec (exact: a weight is
+        # rint(w * 10^6) / 10^6, so rint(weight * 10^6) gives that integer back).
+        micro = np.rint(weights * 1e6)
+        millionths = None
+        if np.all(np.abs(micro) < 2**31):  # False for NaN too
+            millionths = micro.astype(np.int32)
         real = hist > 0
         count = real.sum(axis=1)
         # Histories are right-aligned, so the real positions are usually the last
@@ -628,10 +635,12 @@ class ServingModelScorer:
         for row, row_items in enumerate(items):
             c, k = counts[row], len(row_items)
             if suffixes[row]:
+                columns: slice | np.ndarray = slice(length - c, None)
                 recent = window[row][length - c :]
-                matrix = weights[row, :k, length - c :].tolist()
             else:
+                columns = real[row]
                 recent = [w for w in window[row] if w]
-                matrix = weights[row, :k][:, real[row]].tolist()
-            out.append({"method": "occlusion", "recent_items": recent, "weights": matrix})
+            matrix = weights[row, :k][:, columns].tolist()
+            row_micro = None if millionths is None else millionths[row, :k][:, columns]
+            out.append(OcclusionExplanation("occlusion", recent, matrix, row_micro))
         return out

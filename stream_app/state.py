@@ -45,6 +45,31 @@ class StateFormatError(ValueError):
     """
 
 
+class OcclusionExplanation(dict):
+    """An occlusion explanation as it is sent: a plain dict to JSON and to ``==``
+    (``method``, ``recent_items``, ``weights``), that also carries its weights as int32
+    millionths, taken from the scorer's whole-batch array.
+
+    The state codec stores the weights as those millionths; turning 20 lists of floats
+    back into an array for every state write cost more of the event loop than
+    building the explanations (py-spy, drain with explanations on).
+    """
+
+    __slots__ = ("millionths",)
+
+    def __init__(
+        self,
+        method: str,
+        recent_items: list[str],
+        weights: list[list[float]],
+        millionths: np.ndarray | None,
+    ) -> None:
+        """``millionths``: int32 (len(weights), len(recent_items)), exactly the weights
+        times 10^6, or None when they are not (then the codec converts the lists)."""
+        super().__init__(method=method, recent_items=recent_items, weights=weights)
+        self.millionths = millionths
+
+
 @dataclass(slots=True)
 class LastResult:
     """The outputs of the user's last applied event, kept for re-sends and the web view."""
@@ -299,7 +324,11 @@ def _pack_explanation(
     suffix = (
         n if n <= len(recent_items) and recent_items[len(recent_items) - n :] == recent else None
     )
-    weights = _pack_weights(explanation["weights"], (len(items), n))
+    millionths = getattr(explanation, "millionths", None)
+    if millionths is not None and millionths.shape == (len(items), n):
+        weights: str | list = base64.b64encode(millionths.astype("<i4").tobytes()).decode("ascii")
+    else:
+        weights = _pack_weights(explanation["weights"], (len(items), n))
     return [explanation["method"], recent if suffix is None else suffix, weights]
 
 

@@ -91,6 +91,9 @@ def test_explanations_give_each_recommendation_the_weight_of_each_real_event(see
 
     want = _reference_explanations(history, items, weights, ids)
     assert got == want
+    for e in got:  # the state codec's copy of the weights: exactly the same numbers
+        assert e.millionths.dtype == np.int32
+        assert (e.millionths / 1e6).tolist() == e["weights"]
     assert [orjson.dumps(e) for e in got] == [orjson.dumps(e) for e in want]
     assert any(0 < len(e["recent_items"]) < length for e in got)
     inner_gap = [(h[np.argmax(h > 0) :] == 0).any() for h in history if (h > 0).any()]
@@ -153,3 +156,25 @@ def test_one_call_per_micro_batch_equals_rounds(tmp_path_factory: pytest.TempPat
             assert g.p_purchase == pytest.approx(w.p_purchase, rel=1e-6)
     for g, w in zip(got_carries, want_carries, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+
+
+def test_millionths_are_exact_for_any_float32_weight() -> None:
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((64, 20, 5)) * rng.choice([1e-7, 1e-3, 1.0, 300.0], (64, 20, 5))
+    history = np.ones((64, 5), np.int64)
+    items = [[f"i{j}" for j in range(20)]] * 64
+    ids = np.asarray(["", "a"], dtype=object)
+    attributions = type("A", (), {"weights": weights.astype(np.float32)})
+    for e in ServingModelScorer._explanations(history, items, attributions, ids):
+        assert (e.millionths / 1e6).tolist() == e["weights"]
+
+
+def test_weights_past_int32_millionths_leave_the_lists_to_the_codec() -> None:
+    history = np.ones((2, 5), np.int64)
+    weights = np.zeros((2, 3, 5), np.float32)
+    weights[1, 0, 0] = 5000.0  # 5e9 millionths
+    attributions = type("A", (), {"weights": weights})
+    ids = np.asarray(["", "a"], dtype=object)
+    got = ServingModelScorer._explanations(history, [["x", "y", "z"]] * 2, attributions, ids)
+    assert all(e.millionths is None for e in got)
+    assert got[1]["weights"][0][0] == 5000.0

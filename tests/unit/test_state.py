@@ -15,6 +15,7 @@ from stream_app.scoring import UserSteps, score_in_rounds
 from stream_app.settings import CarryDtype, SessionPolicy
 from stream_app.state import (
     LastResult,
+    OcclusionExplanation,
     SessionRules,
     StateFormatError,
     UserState,
@@ -214,6 +215,22 @@ def test_weights_that_millionths_cannot_hold_are_stored_as_they_are(weight: floa
     back = decode_state(encode_state(state))
     assert back.last_result is not None and back.last_result.explanation is not None
     assert orjson.dumps(back.last_result.explanation) == orjson.dumps(state.last_result.explanation)
+
+
+def test_the_scorers_millionths_encode_as_the_lists_would() -> None:
+    state = full_state()
+    assert state.last_result is not None and state.last_result.explanation is not None
+    plain = state.last_result.explanation
+    micro = np.rint(np.asarray(plain["weights"]) * 1e6).astype(np.int32)
+    carried = OcclusionExplanation(plain["method"], plain["recent_items"], plain["weights"], micro)
+    with_micro = dataclasses.replace(state, last_result=dataclasses.replace(
+        state.last_result, explanation=carried))  # fmt: skip
+    assert encode_state(with_micro) == encode_state(state)
+    # A copy of another shape is not trusted: the lists decide.
+    odd = OcclusionExplanation(plain["method"], plain["recent_items"], plain["weights"], micro[:3])
+    with_odd = dataclasses.replace(state, last_result=dataclasses.replace(
+        state.last_result, explanation=odd))  # fmt: skip
+    assert encode_state(with_odd) == encode_state(state)
 
 
 def test_explanations_of_items_outside_the_history_keep_their_own_list() -> None:
