@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from stream_app.settings import WorkerSettings
-from stream_app.state import OcclusionExplanation
+from stream_app.state import OcclusionExplanation, to_millionths
 
 
 @dataclass(frozen=True, slots=True)
@@ -617,12 +617,9 @@ class ServingModelScorer:
         length = hist.shape[1]
         # Rounded as sent (6 places); + 0.0 turns the -0.0 of tiny negatives into 0.0.
         weights = np.round(np.asarray(attributions.weights, np.float64)[:n], 6) + 0.0
-        # The same weights as int32 millionths for the state codec (exact: a weight is
-        # rint(w * 10^6) / 10^6, so rint(weight * 10^6) gives that integer back).
-        micro = np.rint(weights * 1e6)
-        millionths = None
-        if np.all(np.abs(micro) < 2**31):  # False for NaN too
-            millionths = micro.astype(np.int32)
+        # The same weights as the state codec stores them, once for the whole batch
+        # (None if any is not exact: then the codec converts each row's lists).
+        millionths = to_millionths(weights)
         real = hist > 0
         count = real.sum(axis=1)
         # Histories are right-aligned, so the real positions are usually the last

@@ -332,24 +332,31 @@ def _pack_explanation(
     return [explanation["method"], recent if suffix is None else suffix, weights]
 
 
+def to_millionths(values: np.ndarray) -> np.ndarray | None:
+    """``values`` as int32 millionths when that is exact (the state codec's form of
+    explanation weights, which the scorer rounds to 6 places), else None: not 6
+    places, past int32, NaN, or a -0.0 that millionths would turn into 0.0."""
+    micro = np.rint(values * 1e6)
+    if not np.all(np.abs(micro) < 2**31):  # also false for NaN
+        return None
+    ints = micro.astype("<i4")
+    negative_zero = (values == 0) & np.signbit(values)
+    # ints / 1e6 is exactly what `_unpack_weights` will read back.
+    if not np.array_equal(ints / 1e6, values) or negative_zero.any():
+        return None
+    return ints
+
+
 def _pack_weights(weights: list[list[float]], shape: tuple[int, int]) -> str | list:
-    """Weights rounded to 6 places (as the scorer sends them) as base64 int32 millionths:
-    5.3 characters a weight instead of about 9.5 as JSON text; exact, or else the list
-    as it is."""
+    """Weights as base64 int32 millionths (`to_millionths`): 5.3 characters a weight
+    instead of about 9.5 as JSON text; where that is not exact, the list as it is."""
     try:
         values = np.asarray(weights, np.float64)
     except (TypeError, ValueError):
         return weights  # ragged or not numbers
-    if values.shape != shape:
+    ints = to_millionths(values) if values.shape == shape else None
+    if ints is None:
         return weights
-    micro = np.rint(values * 1e6)
-    if not np.all(np.abs(micro) < 2**31):  # also false for NaN
-        return weights
-    ints = micro.astype("<i4")
-    back = ints / 1e6  # exactly what `_unpack_weights` will read
-    negative_zero = (values == 0) & np.signbit(values)
-    if not np.array_equal(back, values) or negative_zero.any():
-        return weights  # not 6 places, or a -0.0 that millionths would turn into 0.0
     return base64.b64encode(ints.tobytes()).decode("ascii")
 
 
