@@ -13,7 +13,9 @@ gets it (``set_unavailable``), so an item marked unavailable before a batch star
 is absent from every output of that batch and all later ones; the set is one swap
 of an immutable value under a lock, never read half-applied. The first batch waits
 for the follower to read the topic up to the end offsets it found (bounded by
-`START_WAIT_S`), so a restarted worker does not serve a blocked item either. Ids the
+`START_WAIT_S`), so a restarted worker does not serve a blocked item either; /ready
+says no until then (`ItemFollower.settled`), and an empty history is read without a
+poll, whose timeout the first batch would otherwise wait out. Ids the
 served model does not know are kept (the scorer ignores them) and masked once a
 model version that knows them is swapped in, since each new scorer gets the set.
 
@@ -253,6 +255,11 @@ def _assign_all(consumer: Any, topic: str) -> dict[Any, int] | None:
     return consumer.end_offsets(tps)
 
 
+def _history_read(consumer: Any, end: dict[Any, int]) -> bool:
+    """Whether every partition's position reached the end offset found at assignment."""
+    return all(consumer.position(tp) >= offset for tp, offset in end.items())
+
+
 class ItemFollower:
     """Follows item-updates in a thread; the worker reads the unavailable set per batch."""
 
@@ -276,6 +283,7 @@ class ItemFollower:
         self._caught_up = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._started_at: float | None = None
         self._logged_kinds: set[str] = set()
         # Worker side (event loop only): what the served scorer was last given.
         self._waited = False
@@ -319,9 +327,21 @@ class ItemFollower:
         """True once the history up to the end offsets seen at start was read (or no topic)."""
         return self._caught_up.is_set()
 
+    @property
+    def settled(self) -> bool:
+        """True once the first batch would not wait: history read, or `START_WAIT_S` over.
+
+        /ready reports it, so a worker does not take traffic that its first batch would
+        then hold back while the follower reads the history.
+        """
+        if self.caught_up:
+            return True
+        return self._started_at is not None and time.monotonic() - self._started_at > START_WAIT_S
+
     def start(self) -> None:
         """Start the follower thread (idempotent)."""
         if self._thread is None:
+            self._started_at = time.monotonic()
             self._thread = threading.Thread(
                 target=self._run, name="rnnrec-item-follower", daemon=True
             )
@@ -352,15 +372,16 @@ class ItemFollower:
                         continue
                     # Read the history from scratch (first start, or after an error).
                     catalogue, replaying = self._new_catalogue(), True
+                    # An empty history is read without a poll: a poll that finds nothing
+                    # waits its whole timeout, and the first batch (and /ready) waits for it.
+                    if _history_read(consumer, end):
+                        replaying = self._finish_replay(catalogue)
+                        continue
                 batch = consumer.poll(timeout_ms=500)
                 changed = self._apply(catalogue, (r for rs in batch.values() for r in rs))
-                if replaying and all(consumer.position(tp) >= off for tp, off in end.items()):
-                    # Publish only whole histories: a prefix could unblock an item whose
-                    # later record blocks it again.
-                    replaying, changed = False, True
-                    self._caught_up.set()
-                    log.info("item-updates read: %d items unavailable", len(catalogue.entries))
-                if changed and not replaying:
+                if replaying and _history_read(consumer, end):
+                    replaying = self._finish_replay(catalogue)
+                elif changed and not replaying:
                     self._publish(catalogue.unavailable)
             except Exception as exc:
                 log.warning("item-updates follower: %s: %s; retrying", type(exc).__name__, exc)
@@ -370,6 +391,15 @@ class ItemFollower:
                 self._stop.wait(self._retry_s)
         if consumer is not None:
             consumer.close()
+
+    def _finish_replay(self, catalogue: Catalogue) -> bool:
+        """Publish the whole history read and mark it read; the new `replaying` flag."""
+        # Only whole histories are published: a prefix could unblock an item whose
+        # later record blocks it again.
+        self._publish(catalogue.unavailable)
+        self._caught_up.set()
+        log.info("item-updates read: %d items unavailable", len(catalogue.entries))
+        return False
 
     def _new_catalogue(self) -> Catalogue:
         return Catalogue(self.settings.max_id_length, self.settings.max_message_bytes)
@@ -417,7 +447,7 @@ def read_catalogue(settings: WorkerSettings, timeout_s: float = 30.0) -> Catalog
             return None
         catalogue = Catalogue(settings.max_id_length, settings.max_message_bytes)
         deadline = time.monotonic() + timeout_s
-        while not all(consumer.position(tp) >= offset for tp, offset in end.items()):
+        while not _history_read(consumer, end):
             if time.monotonic() > deadline:
                 raise TimeoutError(
                     f"{settings.topic('item_updates')} not read in {timeout_s:.0f} s"

@@ -1,8 +1,9 @@
 """Read-only web views of the worker: health, readiness, metrics, a user's latest top-K.
 
 ``/ready`` means "this worker can serve": partitions assigned, table recovery from
-the changelog complete and no rebalance in progress, and the model loaded; a
-Kubernetes readiness probe should use it. ``/health`` only says the process answers.
+the changelog complete and no rebalance in progress, the model loaded, and the
+item-updates history read (the first batch waits for it); a Kubernetes readiness
+probe should use it. ``/health`` only says the process answers.
 """
 
 from __future__ import annotations
@@ -20,16 +21,18 @@ if TYPE_CHECKING:
     from stream_app.worker import WorkerRuntime
 
 
-def readiness(app: faust.App, model_loaded: bool) -> dict[str, bool]:
+def readiness(app: faust.App, model_loaded: bool, catalogue_read: bool = True) -> dict[str, bool]:
     """The readiness checks of a worker, each by name, and their conjunction.
 
     Args:
         app: the running Faust app.
         model_loaded: whether a scorer is loaded.
+        catalogue_read: whether item-updates was read up to where it ended at start,
+            or the first batch would no longer wait for it (True when not followed).
 
     Returns:
-        ``{"partitions_assigned", "recovery_complete", "model_loaded", "not_stopping",
-        "ready"}``.
+        ``{"partitions_assigned", "recovery_complete", "model_loaded",
+        "catalogue_read", "not_stopping", "ready"}``.
     """
     try:
         assigned = bool(app.consumer.assignment())
@@ -45,6 +48,7 @@ def readiness(app: faust.App, model_loaded: bool) -> dict[str, bool]:
         "partitions_assigned": assigned,
         "recovery_complete": bool(recovered),
         "model_loaded": model_loaded,
+        "catalogue_read": catalogue_read,
         # False while a SIGTERM drain finishes the events in hand: take no new traffic.
         "not_stopping": not getattr(getattr(app, "server", None), "draining", False),
     }
@@ -62,8 +66,13 @@ def register_views(runtime: WorkerRuntime) -> None:
 
     @app.page("/ready")
     async def ready(view: View, request: Request) -> Response:
-        checks = readiness(app, model_loaded=runtime.server.scorer is not None)
-        checks["model_version"] = runtime.server.scorer.version  # type: ignore[assignment]
+        server = runtime.server
+        checks = readiness(
+            app,
+            model_loaded=server.scorer is not None,
+            catalogue_read=server.items is None or server.items.settled,
+        )
+        checks["model_version"] = server.scorer.version  # type: ignore[assignment]
         return view.json(checks, status=200 if checks["ready"] else 503)
 
     @app.page("/metrics")

@@ -24,7 +24,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from stream_app.kafka_io import produce
 from tests.processes import tail
 from tests.serving_models import cached_tiny_model
-from tests.worker_harness import WorkerSetup, click, make_setup, read_outputs, running_worker
+from tests.worker_harness import (
+    WorkerSetup,
+    click,
+    get_json,
+    make_setup,
+    read_outputs,
+    running_worker,
+)
 
 MODEL_ENV = {
     "RNNREC_SCORER_FACTORY": "",
@@ -126,6 +133,9 @@ def test_a_blocked_item_never_appears_until_unblocked_also_after_a_restart(
     produce(kafka_bootstrap, f"{setup.prefix}-item-updates", bad)
     produce(kafka_bootstrap, setup.topic("clickstream"), sessions_as(test_df, "d"))
     with running_worker(setup, **MODEL_ENV) as proc:
+        # Ready only once the history is read: the block is known before any traffic.
+        assert metric(setup, "rnnrec_unavailable_items") == 1
+        assert get_json(setup.url("/ready"))[1]["catalogue_read"] is True
         restarted = lists_by_position(read_outputs(setup, "recommendations", 3 * n, proc), "d")
         assert restarted == during
         assert metric(setup, "rnnrec_unavailable_items") == 1
@@ -162,3 +172,66 @@ def test_item_commands_answer_in_one_line(
     assert done.returncode == 1 and done.stderr.strip().count("\n") == 0
     assert "item-updates does not exist" in done.stderr and "Traceback" not in done.stderr
     assert "does not exist" in rnnrec(setup, "item", "list").stdout
+
+
+class CountingConsumer:
+    """A real kafka-python consumer that counts the polls made before ``read()`` says yes."""
+
+    def __init__(self, consumer: object, read: Callable[[], bool]) -> None:
+        self._consumer = consumer
+        self._read = read
+        self.polls_while_reading = 0
+
+    def poll(self, *args: object, **kwargs: object) -> object:
+        self.polls_while_reading += not self._read()
+        return self._consumer.poll(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._consumer, name)
+
+
+@pytest.mark.parametrize("history", [0, 3], ids=["empty", "three-records"])
+def test_the_follower_reads_the_history_and_an_empty_one_without_polling(
+    kafka_bootstrap: str,
+    unique_name: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+    history: int,
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    import stream_app.item_updates as item_updates
+    from stream_app.kafka_io import create_topics
+    from stream_app.settings import load_settings
+
+    settings = load_settings(bootstrap_servers=kafka_bootstrap, topic_prefix=unique_name("iu"))
+    topic = settings.topic("item_updates")
+    create_topics(kafka_bootstrap, [topic], partitions=2, configs={"cleanup.policy": "compact"})
+    blocked = [f"i{n}" for n in range(history)]
+    document = {"schema_version": 1, "available": False, "ts": 1_700_000_000.0}
+    produce(
+        kafka_bootstrap,
+        topic,
+        [(item.encode(), orjson.dumps({**document, "item_id": item})) for item in blocked],
+    )
+    consumers: list[CountingConsumer] = []
+    real_consumer = item_updates.item_updates_consumer
+
+    def counting(settings: object) -> CountingConsumer:
+        consumers.append(CountingConsumer(real_consumer(settings), lambda: follower.caught_up))
+        return consumers[-1]
+
+    monkeypatch.setattr(item_updates, "item_updates_consumer", counting)
+    follower = item_updates.ItemFollower(
+        settings, item_updates.ItemMetrics(CollectorRegistry()), retry_s=0.2
+    )
+    follower.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not follower.settled and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert follower.caught_up
+        assert follower.unavailable == frozenset(blocked)
+        # An empty history needs no poll, whose timeout the first batch would wait out.
+        assert (consumers[0].polls_while_reading == 0) == (history == 0)
+    finally:
+        follower.stop(timeout_s=5)

@@ -142,6 +142,25 @@ def test_refresh_hands_the_set_over_only_when_it_or_the_scorer_changed() -> None
     assert registry.get_sample_value("rnnrec_unavailable_items") == 2
 
 
+def test_settled_once_the_history_is_read_or_the_first_batch_would_stop_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import stream_app.item_updates as item_updates
+
+    settings = load_settings(bootstrap_servers="127.0.0.1:1")
+    follower = ItemFollower(settings, ItemMetrics(CollectorRegistry()))
+    assert not follower.settled  # not started: /ready must not say yes yet
+    monkeypatch.setattr(follower, "_run", lambda: None)  # no broker here
+    follower.start()
+    assert not follower.settled  # started, history not read, still within the wait
+    monkeypatch.setattr(item_updates, "START_WAIT_S", 0.0)
+    assert follower.settled  # the first batch would serve without it now
+    monkeypatch.setattr(item_updates, "START_WAIT_S", 3600.0)
+    assert not follower.settled
+    follower._caught_up.set()
+    assert follower.settled
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     model_dir, _, _ = cached_tiny_model(tmp_path_factory)
