@@ -235,7 +235,9 @@ def make_events(n: int, tag: str = "") -> list[tuple[bytes, bytes, str]]:
             if len(out) >= n:
                 break
             d = dict(
-                doc, user_id=f"{tag}{doc['user_id']}~{rep}", event_id=f"{doc['event_id']}~{rep}"
+                doc,
+                user_id=f"{tag}{doc['user_id']}~{rep}",
+                event_id=f"{tag}{doc['event_id']}~{rep}",  # pools never share ids
             )
             d["session_id"] = f"{doc['session_id']}~{rep}"
             out.append((d["user_id"].encode(), orjson.dumps(d), d["event_id"]))
@@ -570,10 +572,13 @@ def drain_variant(name: str, ctx: dict, round_no: int = 0) -> dict:
     return result
 
 
-def latency_phase(name: str, rates: list[float], seconds: float, ctx: dict) -> list[dict]:
+def latency_phase(
+    name: str, rates: list[float], seconds: float, ctx: dict, run: int = 0
+) -> list[dict]:
     app, model_key, env_extra, tree = VARIANTS[name]
     src = ctx["base_src"] if tree == "base" else ROOT
-    tag = f"{ctx['tag']}-lat-{name}"
+    # A variant named twice (repeated runs) gets fresh topics each time.
+    tag = f"{ctx['tag']}-lat{run}-{name}"
     topics = {"in": f"{tag}-in", "rec": f"{tag}-rec", "pp": f"{tag}-pp", "dlq": f"{tag}-dlq"}
     create(ctx["bootstrap"], list(topics.values()))
     model = ctx["models"][model_key] if model_key else None
@@ -585,10 +590,20 @@ def latency_phase(name: str, rates: list[float], seconds: float, ctx: dict) -> l
     try:
         wait_ready(proc)
         offset = 0
+        warmup = ctx.get("warmup_events") or []
+        if warmup:
+            # Not counted: a fresh worker's first load (first appends to fresh topics,
+            # first calls of each step bucket) is measured by the runs without it.
+            log(f"[latency {name}] warm-up: {len(warmup):,} events at {rates[0]:,.0f}/s")
+            produce_at_rate(ctx["bootstrap"], topics["in"], warmup, rates[0])
+            offset = len(warmup)
+            wait_outputs(proc, ctx["bootstrap"], topics["rec"], offset, "warm-up", 300)
         pool = ctx["latency_events"]
+        used = 0
         for rate in rates:
-            count = min(len(pool) - offset, int(rate * seconds))
-            batch = pool[offset : offset + count]
+            count = min(len(pool) - used, int(rate * seconds))
+            batch = pool[used : used + count]
+            used += count
             offset += count
             log(f"[latency {name}] offering {rate:,.0f} events/s for {count:,} events")
             achieved = produce_at_rate(ctx["bootstrap"], topics["in"], batch, rate)
@@ -760,7 +775,12 @@ def write_report(report: dict, latencies: list[dict], out: Path = OUT) -> None:
         lines += [
             "",
             "Latency: input broker timestamp to recommendation broker timestamp "
-            "(LogAppendTime), fixed offered rate, fresh worker after /ready.",
+            "(LogAppendTime), fixed offered rate, fresh worker after /ready"
+            + (
+                f" and {report['latency_warmup_s']:g} s of warm-up events (not counted)."
+                if report.get("latency_warmup_s")
+                else "."
+            ),
             "",
             "| variant | offered events/s | achieved | events | p50 ms | p95 ms | p99 ms | max ms |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -819,6 +839,13 @@ def main() -> None:
         "(default: half the first variant's drain rate, and --low-rate)",
     )
     parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--latency-warmup-seconds",
+        type=float,
+        default=0.0,
+        help="offer this many seconds of other events at the first rate to each fresh "
+        "worker before measuring (excluded from the figures)",
+    )
     parser.add_argument("--low-rate", type=float, default=1000.0, help="capped at drain/4")
     parser.add_argument(
         "--rounds",
@@ -888,9 +915,11 @@ def main() -> None:
             rates = [r for r in (half / 2 if half else None, low) if r]
         pool_n = int(sum(rates) * args.latency_seconds) + 10
         ctx["latency_events"] = make_events(pool_n, tag="L")  # users new to each worker
-        for name in latency_names:
+        warm_n = int(rates[0] * args.latency_warmup_seconds)
+        ctx["warmup_events"] = make_events(warm_n, tag="W") if warm_n else []
+        for run, name in enumerate(latency_names):
             try:
-                latencies += latency_phase(name, rates, args.latency_seconds, ctx)
+                latencies += latency_phase(name, rates, args.latency_seconds, ctx, run)
             except Exception as exc:
                 log(f"[latency {name}] FAILED: {exc}")
     report = {
@@ -902,6 +931,7 @@ def main() -> None:
         "events": args.events,
         "users": users,
         "drain": drains,
+        "latency_warmup_s": args.latency_warmup_seconds,
         "codec": codec_bytes(models["1pct"]),
     }
     write_report(report, latencies, args.out)
