@@ -667,7 +667,7 @@ def latency_timeline(sent_ms: np.ndarray, lat: np.ndarray) -> dict:
 def codec_bytes(model: Path) -> dict:
     """Encoded state size of a user with a full history, straight from the codec."""
     from stream_app.settings import CarryDtype
-    from stream_app.state import LastResult, UserState, encode_state
+    from stream_app.state import LastResult, UserState, encode_state, event_key
 
     carry_size = None
     try:
@@ -691,7 +691,7 @@ def codec_bytes(model: Path) -> dict:
             session_id="12345678~0", session_counter=1, session_events=hist,
             last_event_ts=1.4e9, model_version="1", event_count=hist, source_partition=3,
             source_offset=12345,
-            recent_events=[(f"12345678-{i}~0", b"\x01" * 16) for i in range(hist)],
+            recent_events=[(event_key(f"12345678-{i}~0"), b"\x01" * 8) for i in range(hist)],
             last_result=res,
         )  # fmt: skip
         for dtype in (CarryDtype.FLOAT32, CarryDtype.FLOAT16):

@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from host import free_port, machine, rss_bytes  # noqa: E402  (bench/host.py; run as a script)
 
-from stream_app.state import LastResult, UserState, encode_state  # noqa: E402
+from stream_app.state import LastResult, UserState, encode_state, event_key  # noqa: E402
 
 OUT = ROOT / "bench" / "results"
 CARRY_FLOATS = 151
@@ -83,7 +83,8 @@ def state_pool(n: int, explain: bool, seed: int = 0) -> list[bytes]:
     for i in range(n):
         length = rng.randint(1, 20)
         items = [str(rng.randint(214_500_000, 214_900_000)) for _ in range(length)]
-        events = [(f"ev-{i}-{j}", rng.randbytes(8)) for j in range(length)]
+        ids = [f"ev-{i}-{j}" for j in range(length)]
+        events = [(event_key(eid), rng.randbytes(8)) for eid in ids]
         top = [str(rng.randint(214_500_000, 214_900_000)) for _ in range(20)]
         scores = sorted((round(rng.random(), 6) for _ in range(20)), reverse=True)
         explanation = None
@@ -105,7 +106,7 @@ def state_pool(n: int, explain: bool, seed: int = 0) -> list[bytes]:
             source_offset=i,
             recent_events=events,
             last_result=LastResult(
-                events[-1][0], f"s-{i}", top, scores, round(rng.random(), 6), "1", ts, ts + 0.1,
+                ids[-1], f"s-{i}", top, scores, round(rng.random(), 6), "1", ts, ts + 0.1,
                 explanation, False,
             ),
         )  # fmt: skip

@@ -9,11 +9,12 @@ vocabulary indices, so a new vocabulary never misreads old state.
 Every state write goes to the changelog, which the broker compacts, so bytes per
 record are bytes per event written and rewritten. The last result is therefore stored
 compactly (float32 scores as base64, the explanation's recent items as a count of the
-user's last items, its recommended items not repeated) and the recent events' digests
-as one base64 string; `decode_state` rebuilds exactly the objects that were sent, so a
-re-send is byte-identical. Format 3 stores the explanation as a weight matrix
-(recommendations schema 2); format 2 records (``per_item`` explanations) and format 1
-records (everything verbatim) are still read. A worker of an earlier release cannot
+user's last items, its recommended items not repeated) and the recent events as two
+base64 strings, their ids' 8-byte keys (`event_key`) and their digests; `decode_state`
+rebuilds exactly the objects that were sent, so a re-send is byte-identical. Format 4
+keeps event keys instead of event ids (a UUID id is 36 characters, a key 8 bytes);
+format 3 (ids as text, explanation as a weight matrix, recommendations schema 2),
+format 2 (``per_item`` explanations) and format 1 (everything verbatim) are still read. A worker of an earlier release cannot
 read a later format, so roll workers forward, not back.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,12 +32,28 @@ import orjson
 from stream_app.events import ClickEvent
 from stream_app.settings import CarryDtype, SessionPolicy
 
-STATE_FORMAT = 3
+STATE_FORMAT = 4
 """Version of the encoded record; bump it (and keep a reader) when fields change."""
 
-READABLE_FORMATS = frozenset({1, 2, STATE_FORMAT})
+READABLE_FORMATS = frozenset({1, 2, 3, STATE_FORMAT})
 """Formats `decode_state` reads: 1 stored the last result and digests verbatim, 2
-packed ``per_item`` explanations (recommendations schema 1)."""
+packed ``per_item`` explanations (recommendations schema 1), 3 stored the recent
+event ids as text (their keys are computed on reading)."""
+
+EVENT_KEY_BYTES = 8
+
+
+def event_key(event_id: str) -> bytes:
+    """The 8-byte key under which a recent event id is remembered (BLAKE2b).
+
+    The state keeps keys, not ids: 8 bytes whatever the id (a UUID is 36 characters,
+    and the last L of them were most of a state record). Two different ids share a
+    key with probability 2^-64, which would make an event look like a redelivery.
+    """
+    return hashlib.blake2b(
+        event_id.encode("utf-8", "surrogatepass"), digest_size=EVENT_KEY_BYTES,
+        person=b"rnnrec-event-id",
+    ).digest()  # fmt: skip
 
 
 class StateFormatError(ValueError):
@@ -103,7 +121,8 @@ class UserState:
         source_offset: input offset of the last applied event (-1: none).
         source_rekeyed: the last applied event came from ``clickstream-repartition``
             (its partition and offset are in that topic), not from ``clickstream``.
-        recent_events: ``(event_id, digest)`` of the last L events, oldest first.
+        recent_events: ``(event_key(event_id), digest)`` of the last L events, oldest
+            first.
         last_result: outputs of the last applied event.
     """
 
@@ -118,7 +137,7 @@ class UserState:
     source_partition: int = -1
     source_offset: int = -1
     source_rekeyed: bool = False
-    recent_events: list[tuple[str, bytes]] = field(default_factory=list)
+    recent_events: list[tuple[bytes, bytes]] = field(default_factory=list)
     last_result: LastResult | None = None
 
     def applied(self, partition: int, offset: int, rekeyed: bool = False) -> bool:
@@ -135,8 +154,9 @@ class UserState:
 
     def digest_of(self, event_id: str) -> bytes | None:
         """The stored digest of a recent event id, or None if not among the last L."""
-        for seen_id, digest in reversed(self.recent_events):
-            if seen_id == event_id:
+        key = event_key(event_id)
+        for seen_key, digest in reversed(self.recent_events):
+            if seen_key == key:
                 return digest
         return None
 
@@ -266,24 +286,45 @@ def decode_state(data: bytes) -> UserState:
 _DIGEST_BYTES = 8  # `stream_app.events.value_digest`
 
 
-def _pack_recent_events(events: list[tuple[str, bytes]]) -> dict[str, Any]:
-    """Event ids as a list and their digests as one base64 string (format 2); any
-    digest of another length falls back to format 1's ``[[id, base64], ...]``."""
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _pack_recent_events(events: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """Event keys as one base64 string and their digests as another; digests of
+    another length (not written by this worker) as a list of base64 strings."""
+    keys = b"".join(key for key, _ in events)
+    if len(keys) != EVENT_KEY_BYTES * len(events):
+        raise ValueError("recent event keys must be event_key() values")
     if all(len(d) == _DIGEST_BYTES for _, d in events):
-        return {
-            "e": [eid for eid, _ in events],
-            "d": base64.b64encode(b"".join(d for _, d in events)).decode("ascii"),
-        }
-    return {"e": [[eid, base64.b64encode(d).decode("ascii")] for eid, d in events]}
+        return {"ek": _b64(keys), "d": _b64(b"".join(d for _, d in events))}
+    return {"ek": _b64(keys), "d": [_b64(d) for _, d in events]}
 
 
-def _unpack_recent_events(record: dict[str, Any]) -> list[tuple[str, bytes]]:
+def _split(blob: bytes, width: int, count: int) -> list[bytes]:
+    if len(blob) != width * count:
+        raise ValueError("recent event keys and digests differ in number")
+    return [blob[i * width : (i + 1) * width] for i in range(count)]
+
+
+def _unpack_recent_events(record: dict[str, Any]) -> list[tuple[bytes, bytes]]:
+    if "ek" in record:  # format 4
+        blob = base64.b64decode(record["ek"])
+        keys = _split(blob, EVENT_KEY_BYTES, len(blob) // EVENT_KEY_BYTES)
+        stored = record["d"]
+        if isinstance(stored, str):
+            digests = _split(base64.b64decode(stored), _DIGEST_BYTES, len(keys))
+        else:
+            digests = [base64.b64decode(d) for d in stored]
+        return list(zip(keys, digests, strict=True))
+    # Formats 1 to 3 stored the ids themselves.
     if "d" not in record:
-        return [(eid, base64.b64decode(d)) for eid, d in record["e"]]
-    ids, blob = record["e"], base64.b64decode(record["d"])
-    if len(blob) != _DIGEST_BYTES * len(ids) or not all(type(e) is str for e in ids):
-        raise ValueError("recent event ids and digests differ in number")
-    return [(eid, blob[i * _DIGEST_BYTES : (i + 1) * _DIGEST_BYTES]) for i, eid in enumerate(ids)]
+        return [(event_key(eid), base64.b64decode(d)) for eid, d in record["e"]]
+    ids = record["e"]
+    if not all(type(e) is str for e in ids):
+        raise ValueError("recent event ids must be strings")
+    digests = _split(base64.b64decode(record["d"]), _DIGEST_BYTES, len(ids))
+    return [(event_key(eid), digest) for eid, digest in zip(ids, digests, strict=True)]
 
 
 def _pack_scores(scores: list[float]) -> list[float] | str:
@@ -520,7 +561,9 @@ def record_step(
         source_partition=partition,
         source_offset=offset,
         source_rekeyed=rekeyed,
-        recent_events=[*state.recent_events, (event.event_id, event.digest)][-history_length:],
+        recent_events=[*state.recent_events, (event_key(event.event_id), event.digest)][
+            -history_length:
+        ],
         last_result=result,
     )
 

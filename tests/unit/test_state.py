@@ -21,6 +21,7 @@ from stream_app.state import (
     UserState,
     decode_state,
     encode_state,
+    event_key,
     is_expired,
     open_session,
     record_step,
@@ -38,9 +39,17 @@ def event(item: str, ts: float, session: str | None = None, eid: str | None = No
     return ClickEvent(eid, "u1", item, ts, session, "click", value_digest(eid.encode()))
 
 
-def full_state(carry_size: int = 100, history: int = 50, k: int = 20) -> UserState:
+def recent_ids(history: int = 50) -> list[str]:
+    """The event ids behind `full_state`'s recent events (12 characters each)."""
+    return [f"{100_000_000 + j}-{j}" for j in range(history)]
+
+
+def full_state(
+    carry_size: int = 100, history: int = 50, k: int = 20, ids: list[str] | None = None
+) -> UserState:
     rng = np.random.default_rng(0)
     items = [str(100_000_000 + i) for i in range(history)]
+    ids = ids or recent_ids(history)
     return UserState(
         carry=rng.standard_normal(carry_size).astype(np.float32),
         recent_items=items,
@@ -52,7 +61,7 @@ def full_state(carry_size: int = 100, history: int = 50, k: int = 20) -> UserSta
         event_count=40,
         source_partition=2,
         source_offset=123456,
-        recent_events=[(f"{i}-{j}", value_digest(b"%d" % j)) for j, i in enumerate(items)],
+        recent_events=[(event_key(eid), value_digest(b"%d" % j)) for j, eid in enumerate(ids)],
         last_result=LastResult(
             "e1",
             "s-123456",
@@ -89,6 +98,19 @@ def per_item_explanation(
     return {"method": "occlusion", "recent_items": recent, "per_item": per_item}
 
 
+def with_recent_ids(record: dict[str, Any]) -> dict[str, Any]:
+    """A format 4 record's event keys replaced by the ids of formats 2 and 3."""
+    assert "ek" in record and isinstance(record["d"], str)
+    ids = recent_ids(len(base64.b64decode(record["ek"])) // 8)
+    return {**{k: v for k, v in record.items() if k != "ek"}, "e": ids}
+
+
+def format_3(state: UserState) -> bytes:
+    """A record as the previous release wrote it: recent event ids as text."""
+    record = with_recent_ids(orjson.loads(encode_state(state)))
+    return orjson.dumps({**record, "v": 3})
+
+
 def format_2(state: UserState) -> bytes:
     """A record as the previous release wrote it: a ``per_item`` explanation packed as
     ``[method, n recent, positions per item, weights per item]``."""
@@ -97,9 +119,9 @@ def format_2(state: UserState) -> bytes:
     assert explanation is not None and "per_item" in explanation
     recent = explanation["recent_items"]
     assert state.recent_items[-len(recent) :] == recent
-    record = orjson.loads(encode_state(dataclasses.replace(
+    record = with_recent_ids(orjson.loads(encode_state(dataclasses.replace(
         state, last_result=dataclasses.replace(state.last_result, explanation=None)
-    )))  # fmt: skip
+    ))))  # fmt: skip
     record["v"] = 2
     position = {item: i for i, item in reversed(list(enumerate(recent)))}
     record["r"][8] = [
@@ -127,7 +149,10 @@ def format_1(state: UserState) -> bytes:
             "n": state.event_count,
             "p": state.source_partition,
             "o": state.source_offset,
-            "e": [[eid, base64.b64encode(d).decode()] for eid, d in state.recent_events],
+            "e": [
+                [eid, base64.b64encode(d).decode()]
+                for eid, (_, d) in zip(recent_ids(), state.recent_events, strict=True)
+            ],
             "c": base64.b64encode(state.carry.tobytes()).decode(),
             "cd": "float32",
             "r": [r.event_id, r.session_id, r.items, r.scores, r.p_purchase, r.model_version,
@@ -164,6 +189,41 @@ def test_format_1_records_are_still_read() -> None:
         if name != "carry":
             assert getattr(back, name) == getattr(state, name), name
     assert encode_state(back) == encode_state(state)  # rewritten in the current format
+
+
+def test_format_3_records_are_still_read_and_recognise_their_event_ids() -> None:
+    state = full_state()
+    old = format_3(state)
+    assert b'"e":["100000000-0"' in old  # ids as text, as format 3 wrote them
+    back = decode_state(old)
+    for name in UserState.__slots__:
+        if name != "carry":
+            assert getattr(back, name) == getattr(state, name), name
+    # A redelivery after the upgrade is still recognised by its event id.
+    assert back.digest_of("100000007-7") == value_digest(b"7")
+    assert back.digest_of("100000007-8") is None
+    assert encode_state(back) == encode_state(state)  # rewritten in the current format
+
+
+def test_recent_events_keep_eight_byte_keys_whatever_the_ids() -> None:
+    # UUID event ids (36 characters) cost what 12-character ones do: 8 bytes each.
+    uuids = [f"{j:08x}-1b9d-4b7c-9f3e-{j:012x}" for j in range(50)]
+    short, long = full_state(), full_state(ids=uuids)
+    assert len(encode_state(long)) == len(encode_state(short))
+    assert len(format_3(short)) - len(encode_state(short)) > 200  # 50 ids x ~15 bytes
+    back = decode_state(encode_state(long))
+    assert back.recent_events == long.recent_events
+    assert (
+        back.digest_of(uuids[3]) == value_digest(b"3") and back.digest_of(uuids[3].upper()) is None
+    )
+    assert len({event_key(u) for u in uuids}) == 50 and all(len(event_key(u)) == 8 for u in uuids)
+
+
+def test_recent_event_digests_of_another_length_are_kept() -> None:
+    state = dataclasses.replace(full_state(history=3), recent_events=[
+        (event_key("a"), b"0123456789abcdef"), (event_key("b"), b"x"), (event_key("c"), b""),
+    ])  # fmt: skip
+    assert decode_state(encode_state(state)).recent_events == state.recent_events
 
 
 def test_format_2_records_and_their_per_item_explanations_are_still_read() -> None:
@@ -251,15 +311,16 @@ def test_fresh_state_round_trips_without_carry() -> None:
 
 
 def test_bytes_per_user_are_measured_and_bounded() -> None:
-    # A GRU of 100 units, L=50 nine-digit item ids and 12-character event ids, K=20
-    # last result with an occlusion explanation over the last 5 items (a 20 x 5 weight
-    # matrix): 3,510 bytes with a float32 carry (format 1 wrote 4,634), 3,242 with
-    # float16. The id histories dominate (about 1.3 kB); the carry is 536 bytes as
-    # base64, the weights 536 as base64 int32 millionths.
+    # A GRU of 100 units, L=50 nine-digit item ids and 50 recent event keys, K=20 last
+    # result with an occlusion explanation over the last 5 items (a 20 x 5 weight
+    # matrix): 3,308 bytes with a float32 carry (format 3 wrote 3,510 with 12-character
+    # event ids and 4,710 with UUIDs; format 1 4,634), 3,040 with float16. The item
+    # history is about 600 bytes, the event keys and digests 536 each as base64, the
+    # carry 536, the weights 536 as base64 int32 millionths.
     state = full_state()
     size32 = len(encode_state(state, CarryDtype.FLOAT32))
     size16 = len(encode_state(state, CarryDtype.FLOAT16))
-    assert size16 < size32 < 3600
+    assert size16 < size32 < 3400
     assert size32 - size16 == pytest.approx((400 - 200) * 4 / 3, abs=4)
     # What the packing saves on every changelog write: the explanation's ids and the
     # repeated item names, the scores' and weights' decimal text, the digests' quoting.
