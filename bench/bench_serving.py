@@ -74,6 +74,9 @@ VARIANTS: dict[str, tuple[str, str, dict[str, str], str]] = {
         "worker", "1pct", {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0"}, "base",
     ),
     "worker-explain-256": ("worker", "1pct", {"RNNREC_MAX_BATCH": "256"}, "new"),
+    "worker-explain-wait10-256": (
+        "worker", "1pct", {"RNNREC_MAX_BATCH": "256", "RNNREC_MAX_WAIT_S": "0.01"}, "new",
+    ),
     "worker-noexplain-256": (
         "worker", "1pct", {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0"}, "new",
     ),

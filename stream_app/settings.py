@@ -142,7 +142,9 @@ class WorkerSettings(KafkaSecuritySettings):
         description="Longest wait to fill a batch (stream.take within). Below capacity "
         "batches close on this timer, so it is a floor under latency: 20 ms against 50 ms "
         "gave p99 129 vs 262 ms at 350 events/s and 307 vs 388 ms at 700 (explanations on, "
-        "bench/bench_serving.py), with the same drain rate.",
+        "bench/bench_serving.py), with the same drain rate; 10 ms against 20 ms gave p99 "
+        "51-53 vs 65-74 ms at 1,000 events/s, and nothing clear nearer capacity (2,000 to "
+        "2,500 events/s, runs 116 to 781 vs 127 to 507 ms).",
     )
     bucket_sizes: Annotated[tuple[int, ...], NoDecode] = Field(
         (8, 32, 128, 256),
