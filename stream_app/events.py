@@ -9,6 +9,7 @@ worker sends it to the dead-letter topic.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import json
@@ -75,6 +76,7 @@ class ClickEvent:
         event_type: one of `EVENT_TYPES`.
         digest: 8-byte hash of the record value: equal ids with different digests
             are a conflict, equal digests a redelivery.
+        key: `event_key` of ``event_id`` (derived, computed once per event).
     """
 
     event_id: str
@@ -84,6 +86,10 @@ class ClickEvent:
     session_id: str | None
     event_type: str
     digest: bytes
+    key: bytes = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", event_key(self.event_id))
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +110,22 @@ class InputLimits:
             min_event_ts=settings.min_event_ts,
             max_future_s=settings.max_future_s,
         )
+
+
+EVENT_KEY_BYTES = 8
+
+
+def event_key(event_id: str) -> bytes:
+    """The 8-byte key under which a user's state remembers a recent event id (BLAKE2b).
+
+    The state keeps keys, not ids: 8 bytes whatever the id (a UUID is 36 characters,
+    and the last L of them were most of a state record). Two different ids share a
+    key with probability 2^-64, which would make an event look like a redelivery.
+    """
+    return hashlib.blake2b(
+        event_id.encode("utf-8", "surrogatepass"), digest_size=EVENT_KEY_BYTES,
+        person=b"rnnrec-event-id",
+    ).digest()  # fmt: skip
 
 
 def value_digest(value: bytes) -> bytes:

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
 
-from stream_app.events import ClickEvent
+from stream_app.events import EVENT_KEY_BYTES, ClickEvent, event_key
 from stream_app.settings import CarryDtype, SessionPolicy
 
 STATE_FORMAT = 4
@@ -39,21 +38,6 @@ READABLE_FORMATS = frozenset({1, 2, 3, STATE_FORMAT})
 """Formats `decode_state` reads: 1 stored the last result and digests verbatim, 2
 packed ``per_item`` explanations (recommendations schema 1), 3 stored the recent
 event ids as text (their keys are computed on reading)."""
-
-EVENT_KEY_BYTES = 8
-
-
-def event_key(event_id: str) -> bytes:
-    """The 8-byte key under which a recent event id is remembered (BLAKE2b).
-
-    The state keeps keys, not ids: 8 bytes whatever the id (a UUID is 36 characters,
-    and the last L of them were most of a state record). Two different ids share a
-    key with probability 2^-64, which would make an event look like a redelivery.
-    """
-    return hashlib.blake2b(
-        event_id.encode("utf-8", "surrogatepass"), digest_size=EVENT_KEY_BYTES,
-        person=b"rnnrec-event-id",
-    ).digest()  # fmt: skip
 
 
 class StateFormatError(ValueError):
@@ -154,7 +138,10 @@ class UserState:
 
     def digest_of(self, event_id: str) -> bytes | None:
         """The stored digest of a recent event id, or None if not among the last L."""
-        key = event_key(event_id)
+        return self.digest_of_key(event_key(event_id))
+
+    def digest_of_key(self, key: bytes) -> bytes | None:
+        """`digest_of` for an id's `event_key` (``ClickEvent.key``)."""
         for seen_key, digest in reversed(self.recent_events):
             if seen_key == key:
                 return digest
@@ -561,9 +548,7 @@ def record_step(
         source_partition=partition,
         source_offset=offset,
         source_rekeyed=rekeyed,
-        recent_events=[*state.recent_events, (event_key(event.event_id), event.digest)][
-            -history_length:
-        ],
+        recent_events=[*state.recent_events, (event.key, event.digest)][-history_length:],
         last_result=result,
     )
 

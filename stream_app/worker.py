@@ -605,7 +605,7 @@ class ClickstreamServer:
         rekeyed = message.topic == self.rekeyed_topic
         if state.applied(message.partition, message.offset, rekeyed):
             return self._redelivered(state, event)
-        seen_digest = state.digest_of(event.event_id)
+        seen_digest = state.digest_of_key(event.key)
         if seen_digest is not None:
             if seen_digest != event.digest:
                 return Rejection(
