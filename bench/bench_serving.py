@@ -134,6 +134,11 @@ for _name in (
 ):  # fmt: skip
     _app, _model, _env, _src = VARIANTS[_name]
     VARIANTS[f"{_name}-hugetlb"] = (_app, _model, {**_env, **HUGE_PAGES}, _src)
+# The same on the standard library's event loop (the default is uvloop since 2026-12-07).
+ASYNCIO_LOOP = {"RNNREC_EVENT_LOOP": "asyncio"}
+for _name in ("noop-256", "worker-explain-256", "worker-noexplain-256"):
+    _app, _model, _env, _src = VARIANTS[_name]
+    VARIANTS[f"{_name}-asyncio"] = (_app, _model, {**_env, **ASYNCIO_LOOP}, _src)
 # Variants drained by several worker processes in one consumer group (default 1): one
 # worker's event loop is a single Python thread, so a second process on the same
 # machine shows how much of the rest of the machine the partitions can use.

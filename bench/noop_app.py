@@ -84,10 +84,12 @@ def create_noop_app() -> faust.App:
 
 if __name__ == "__main__":
     from stream_app.cli_worker import faust_worker
+    from stream_app.event_loop import use_event_loop
     from stream_app.gc_tuning import tune_gc
 
-    # The worker's process set-up too (log level, garbage collector), so the two
-    # differ only in what they do per event.
+    # The worker's process set-up too (event loop, log level, garbage collector), so the
+    # two differ only in what they do per event.
+    use_event_loop(load_settings().event_loop)
     app = create_noop_app()
     tune_gc(load_settings().gc_gen0_threshold)
     faust_worker(app, "warn").execute_from_commandline()

@@ -15,6 +15,15 @@ from stream_app.settings import SettingsError, WorkerSettings, load_settings
 def worker(loglevel: str) -> None:
     """Run a serving worker (configured by RNNREC_* environment variables)."""
     settings = _settings()
+    from stream_app.event_loop import use_event_loop
+
+    try:
+        use_event_loop(settings.event_loop)
+    except ImportError:
+        raise click.ClickException(
+            f"RNNREC_EVENT_LOOP={settings.event_loop}: {settings.event_loop} is not installed"
+            " (install it, or set RNNREC_EVENT_LOOP=asyncio)"
+        ) from None
     from stream_app.worker import create_app, ensure_topics
 
     try:

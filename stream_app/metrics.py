@@ -141,6 +141,12 @@ class WorkerMetrics:
             ["version"],
             registry=r,
         )
+        self.event_loop = Gauge(
+            "rnnrec_event_loop_info",
+            "The asyncio event loop implementation the worker runs on (value 1).",
+            ["implementation"],
+            registry=r,
+        )
         self.users_in_state = Gauge(
             "rnnrec_users_in_state", "Users held in this worker's table partitions.", registry=r
         )

@@ -34,6 +34,13 @@ class SessionPolicy(enum.StrEnum):
     """Never reset: one long session per user."""
 
 
+class EventLoop(enum.StrEnum):
+    """Which asyncio event loop the worker runs on."""
+
+    ASYNCIO = "asyncio"
+    UVLOOP = "uvloop"
+
+
 class CarryDtype(enum.StrEnum):
     """How the carry is stored in the table (the model always computes in float32)."""
 
@@ -293,6 +300,12 @@ class WorkerSettings(KafkaSecuritySettings):
         "model is loaded are frozen out of collection too. Measured with "
         "bench/bench_serving.py: 8 to 9 % more events/s without explanations, 18 to 61 % "
         "with them (BENCHMARKS.md).",
+    )
+    event_loop: EventLoop = Field(
+        EventLoop.UVLOOP,
+        description="The worker's event loop: uvloop (libuv based) or asyncio (the "
+        "standard library's). The worker's Python thread is its bottleneck, and uvloop "
+        "drained 21 to 36 % more events/s in bench/bench_serving.py (BENCHMARKS.md).",
     )
     log_repeat_window_s: float = Field(
         10.0,

@@ -79,6 +79,7 @@ from faust.streams import _current_event  # the context Faust's tables read the 
 from prometheus_client import Gauge
 
 from stream_app.dlq import DeadLetter, dead_letter
+from stream_app.event_loop import loop_implementation
 from stream_app.events import ClickEvent, ErrorKind, InputLimits, Rejection, decode_click_event
 from stream_app.kafka_fetch import limit_fetch_wait
 from stream_app.metrics import WorkerMetrics
@@ -1041,6 +1042,10 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
     server.probe = OffsetProbe(
         settings.bootstrap_servers, security.kafka_python, group=settings.app_id
     )
+
+    @app.task
+    async def _show_event_loop() -> None:
+        metrics.event_loop.labels(implementation=loop_implementation()).set(1)
 
     @app.on_partitions_revoked.connect
     def _forget_offsets(sender: Any, *args: Any, **kwargs: Any) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from subprocess import Popen
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.kafka_io import Record, create_topics, drain
 from tests.processes import running_process, tail
@@ -166,3 +167,19 @@ def click(user: str, event_id: str, item: str, ts: float, **fields: object) -> t
     """A valid clickstream record ``(key, value)``."""
     document = {"event_id": event_id, "user_id": user, "item_id": item, "ts": ts, **fields}
     return user.encode(), orjson.dumps(document)
+
+
+def scrape(setup: WorkerSetup) -> dict[tuple[str, frozenset], float]:
+    """Every sample of /metrics by (name, labels)."""
+    with urllib.request.urlopen(setup.url("/metrics"), timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): float(sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    """One sample of a `scrape` (0 when absent)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)

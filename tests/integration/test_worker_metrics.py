@@ -3,33 +3,16 @@
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.kafka_io import produce
 from tests.processes import tail
-from tests.worker_harness import WorkerSetup, click, make_setup, read_outputs, running_worker
+from tests.worker_harness import click, make_setup, read_outputs, running_worker, scrape, value
 
 T0 = 1_600_000_000.0
-
-
-def scrape(setup: WorkerSetup) -> dict[tuple[str, frozenset], float]:
-    """Every sample of /metrics by (name, labels)."""
-    with urllib.request.urlopen(setup.url("/metrics"), timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): float(sample.value)
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: dict, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 def histogram(samples: dict, name: str) -> tuple[float, float, list[tuple[float, float]]]:
@@ -76,6 +59,7 @@ def test_metrics_count_the_stream_and_stay_consistent(
     assert value(samples, "rnnrec_dead_letters_total", reason="key_mismatch") == 1
     assert value(samples, "rnnrec_model_version_info", version="test-1") == 1
     assert value(samples, "rnnrec_users_in_state") == 3
+    assert value(samples, "rnnrec_event_loop_info", implementation="uvloop") == 1  # the default
     assert value(samples, "rnnrec_redeliveries_total", resent="true") == 0
 
     count, total, buckets = histogram(samples, "rnnrec_batch_size")

@@ -17,7 +17,7 @@ from stream_app.state import decode_state
 from tests.chaos.support import changelog_topic, end_offsets
 from tests.processes import tail
 from tests.serving_models import cached_tiny_model
-from tests.worker_harness import click, make_setup, read_outputs, running_worker
+from tests.worker_harness import click, make_setup, read_outputs, running_worker, scrape
 
 T0 = 1_600_000_000.0
 SESSIONS = 12
@@ -68,10 +68,17 @@ def test_exclude_seen_keeps_every_item_of_the_session_out_of_its_recommendations
         "RNNREC_SCORER_FACTORY": "",
         "RNNREC_BUCKET_SIZES": "8,64",
         "RNNREC_EXCLUDE_SEEN": "true",
+        "RNNREC_EVENT_LOOP": "asyncio",  # the standard library's loop still serves
     }
     with running_worker(setup, **env) as proc:
         produce(kafka_bootstrap, setup.topic("clickstream"), records)
         recs = read_outputs(setup, "recommendations", n, proc)
+        loops = {
+            dict(labels)["implementation"]
+            for (name, labels), v in scrape(setup).items()
+            if name == "rnnrec_event_loop_info" and v == 1
+        }
+    assert loops == {"asyncio"}
 
     repeats = []
     for record in recs:

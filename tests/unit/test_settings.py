@@ -8,6 +8,7 @@ import pytest
 
 from stream_app.settings import (
     CarryDtype,
+    EventLoop,
     SessionPolicy,
     SettingsError,
     WorkerSettings,
@@ -30,6 +31,7 @@ def test_defaults_follow_the_design() -> None:
     assert s.session_policy is SessionPolicy.NEW_SESSION_ID
     assert s.carry_dtype is CarryDtype.FLOAT32
     assert s.store == "memory://"
+    assert s.event_loop is EventLoop.UVLOOP
 
 
 def test_environment_binds_with_prefix_and_common_bootstrap(
@@ -68,6 +70,7 @@ def test_rnnrec_bootstrap_wins_over_the_common_variable(monkeypatch: pytest.Monk
         ("RNNREC_MAX_WAIT_S", "-1", "greater than 0"),
         ("RNNREC_PRODUCER_LINGER_S", "-0.1", "greater than or equal to 0"),
         ("RNNREC_PRODUCER_MAX_BATCH_BYTES", "10", "greater than or equal to 1024"),
+        ("RNNREC_EVENT_LOOP", "tokio", "'asyncio' or 'uvloop'"),
     ],
 )
 def test_nonsense_is_refused_in_one_line(
