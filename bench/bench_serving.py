@@ -710,6 +710,17 @@ def codec_bytes(model: Path) -> dict:
 # ------------------------------------------------------------------------ report
 
 
+def noop_pair(name: str) -> tuple[str, ...]:
+    """What a variant's no-op must share with it: source tree, batch, loop, malloc."""
+    env = VARIANTS[name][2]
+    return (
+        VARIANTS[name][3],
+        env.get("RNNREC_MAX_BATCH", ""),
+        env.get("RNNREC_EVENT_LOOP", ""),
+        env.get("GLIBC_TUNABLES", ""),
+    )
+
+
 def fmt(value: float | None, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
@@ -723,8 +734,8 @@ def write_report(report: dict, latencies: list[dict], out: Path = OUT) -> None:
         plot_latency_histogram(latencies[0]["latencies_ms"], png)
     report["latency"] = [{k: v for k, v in r.items() if k != "latencies_ms"} for r in latencies]
     m = report["machine"]
-    noop = {r["variant"].split("-")[-1]: r["events_per_s"] for r in report["drain"]
-            if r["app"] == "noop"}  # fmt: skip
+    noop = {(r.get("round", 0), noop_pair(r["variant"])): r["events_per_s"]
+            for r in report["drain"] if r["app"] == "noop"}  # fmt: skip
     lines = [
         "# Serving worker: drain rate, latency, state size",
         "",
@@ -737,13 +748,13 @@ def write_report(report: dict, latencies: list[dict], out: Path = OUT) -> None:
         f"{PARTITIONS}-partition LogAppendTime topic; rate = outputs / (last - first output "
         "broker timestamp), start-up excluded.  ",
         "",
-        "| variant | model | events/s | vs no-op (same max_batch) | drain s | "
+        "| variant | model | events/s | vs the round's no-op | drain s | "
         "worker cores busy | RSS growth MB/10k users |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in report["drain"]:
-        batch = r["variant"].split("-")[-1]
-        ratio = r["events_per_s"] / noop[batch] if batch in noop and r["app"] != "noop" else None
+        base = noop.get((r.get("round", 0), noop_pair(r["variant"])))
+        ratio = r["events_per_s"] / base if base and r["app"] != "noop" else None
         rss = r.get("rss_growth_mb_per_10k_users")
         lines.append(
             f"| {r['variant']} | {r['model'] or '-'} | {r['events_per_s']:,.0f} | "
@@ -762,18 +773,14 @@ def write_report(report: dict, latencies: list[dict], out: Path = OUT) -> None:
             f"Median over {len(rounds)} interleaved rounds (the machine's speed drifts "
             "between rounds; compare medians):",
             "",
-            "| variant | events/s per round | median | vs no-op median (same max_batch) |",
+            "| variant | events/s per round | median | vs no-op median |",
             "|---|---|---:|---:|",
         ]
         # A base-* worker against the base no-op where the run has one.
-        noop_median = {
-            (VARIANTS[v][3], v.split("-")[-1]): m
-            for v, m in medians.items()
-            if VARIANTS[v][0] == "noop"
-        }
+        noop_median = {noop_pair(v): m for v, m in medians.items() if VARIANTS[v][0] == "noop"}
         for v, xs in by_variant.items():
-            batch = v.split("-")[-1]
-            noop = noop_median.get((VARIANTS[v][3], batch), noop_median.get(("new", batch)))
+            pair = noop_pair(v)
+            noop = noop_median.get(pair, noop_median.get(("new", *pair[1:])))
             ratio = medians[v] / noop if noop and VARIANTS[v][0] != "noop" else None
             lines.append(
                 f"| {v} | {', '.join(f'{x:,.0f}' for x in xs)} | {medians[v]:,.0f} | "
