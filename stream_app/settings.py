@@ -304,8 +304,9 @@ class WorkerSettings(KafkaSecuritySettings):
     event_loop: EventLoop = Field(
         EventLoop.UVLOOP,
         description="The worker's event loop: uvloop (libuv based) or asyncio (the "
-        "standard library's). The worker's Python thread is its bottleneck, and uvloop "
-        "drained 21 to 36 % more events/s in bench/bench_serving.py (BENCHMARKS.md).",
+        "standard library's). The worker's Python thread is its bottleneck; uvloop "
+        "drained 4 to 36 % more events/s with explanations on and 21 to 25 % with them "
+        "off in bench/bench_serving.py (BENCHMARKS.md).",
     )
     log_repeat_window_s: float = Field(
         10.0,
