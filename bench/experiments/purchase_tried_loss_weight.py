@@ -50,7 +50,6 @@ for pw in weights:
         encode_events(split("train_valid"), res.vocab, buy_times=first_buy_times()),
         len(res.vocab),
     )
-    m = res.metrics if hasattr(res, "metrics") else {}
     model = pc.NextItem(res.model_cfg, res.params, res.vocab, {})
     tr, va, _ = pc.pair_inputs("train_tr", "train_valid", model, 20.0, "split")
     vp = va.data.prediction_points()
