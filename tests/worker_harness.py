@@ -183,3 +183,8 @@ def scrape(setup: WorkerSetup) -> dict[tuple[str, frozenset], float]:
 def value(samples: dict, name: str, **labels: str) -> float:
     """One sample of a `scrape` (0 when absent)."""
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def metric(setup: WorkerSetup, name: str, **labels: str) -> float:
+    """One sample of the worker's /metrics, by its exact labels (0 when absent)."""
+    return value(scrape(setup), name, **labels)

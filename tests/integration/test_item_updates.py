@@ -12,14 +12,12 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.kafka_io import produce
 from tests.processes import tail
@@ -29,6 +27,7 @@ from tests.worker_harness import (
     click,
     get_json,
     make_setup,
+    metric,
     read_outputs,
     running_worker,
 )
@@ -54,17 +53,6 @@ def sessions_as(test_df: object, prefix: str) -> list[tuple[bytes, bytes]]:
         for pos, (item, ts) in enumerate(zip(group.ItemId, group.Time, strict=True)):
             records.append(click(user, f"{user}-{pos}", str(item), float(ts), session_id=user))
     return records
-
-
-def metric(setup: WorkerSetup, name: str, **labels: str) -> float:
-    """One sample of the worker's /metrics (0 when absent)."""
-    with urllib.request.urlopen(setup.url("/metrics"), timeout=5) as response:
-        text = response.read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
 
 
 def rnnrec(setup: WorkerSetup, *args: str) -> subprocess.CompletedProcess:

@@ -11,12 +11,10 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.kafka_io import Record, drain, produce
 from tests.processes import tail
@@ -25,22 +23,12 @@ from tests.worker_harness import (
     click,
     get_json,
     make_setup,
+    metric,
     read_outputs,
     running_worker,
 )
 
 T0 = 1_600_000_000.0
-
-
-def metric(setup: WorkerSetup, name: str) -> float:
-    """One unlabelled sample of the worker's /metrics (0 when absent)."""
-    with urllib.request.urlopen(setup.url("/metrics"), timeout=5) as response:
-        text = response.read().decode()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                return float(sample.value)
-    return 0.0
 
 
 def wait_for(check: Callable[[], bool], what: str, setup: WorkerSetup, timeout_s: float = 30):
