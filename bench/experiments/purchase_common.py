@@ -129,3 +129,28 @@ def auc_ci(labels: np.ndarray, scores: np.ndarray, n: int = 1000) -> dict:
     """AUC with a percentile bootstrap 95% interval."""
     ci = bootstrap_ci(roc_auc, labels, scores, n=n, seed=0)
     return {"auc": ci.estimate, "ci95": [ci.low, ci.high]}
+
+
+def valid_rows(va: SplitInputs) -> tuple[np.ndarray, np.ndarray]:
+    """Prediction-point rows and labels of the evaluation sessions that have one."""
+    points = va.data.prediction_points()
+    keep = points >= 0
+    return points[keep], va.data.labels[keep]
+
+
+def fit_and_score(
+    cfg: pm.PurchaseConfig, tr: SplitInputs, va: SplitInputs, n_boot: int = 200
+) -> tuple[dict, int]:
+    """Fit `cfg` on `tr` (early stopping on `va`), score `va`: AUC with interval, best step."""
+    vrows, vy = valid_rows(va)
+    rows, y, w = pm.training_rows(tr.data, cfg.points)
+    params, info = pm.fit_classifier(
+        cfg,
+        tr.stats[rows],
+        tr.hidden[rows] if cfg.use_hidden else None,
+        y,
+        w,
+        valid=(va.stats[vrows], va.hidden[vrows] if cfg.use_hidden else None, vy),
+    )
+    scores = np.asarray(pm.raw_logit(params, va.hidden[vrows], va.stats[vrows]))
+    return auc_ci(vy, scores, n=n_boot), info["best_step"]

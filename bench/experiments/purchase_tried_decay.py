@@ -94,25 +94,10 @@ def run(seed, halves, trials, smoothing):
     for h in halves:
         HALF[0] = h
         tr, va, _ = pc.pair_inputs("train_tr", "train_valid", model, smoothing, "split")
-        vp = va.data.prediction_points()
-        keep = vp >= 0
-        vy = va.data.labels[keep]
-        vrows = vp[keep]
         for name in trials:
-            cfg = replace(TRIALS[name], smoothing=smoothing)
-            rows, y, w = pm.training_rows(tr.data, cfg.points)
-            params, info = pm.fit_classifier(
-                cfg,
-                tr.stats[rows],
-                tr.hidden[rows] if cfg.use_hidden else None,
-                y,
-                w,
-                valid=(va.stats[vrows], va.hidden[vrows] if cfg.use_hidden else None, vy),
-            )
-            s = np.asarray(pm.raw_logit(params, va.hidden[vrows], va.stats[vrows]))
-            a = pc.auc_ci(vy, s, n=200)
+            a, step = pc.fit_and_score(replace(TRIALS[name], smoothing=smoothing), tr, va)
             print(
-                f"seed {seed} half {h} m {smoothing} {name:28s} valid {a['auc']:.4f} step {info['best_step']}",
+                f"seed {seed} half {h} m {smoothing} {name:28s} valid {a['auc']:.4f} step {step}",
                 flush=True,
             )
 

@@ -100,22 +100,8 @@ for mode in modes:
             CFG["mode"] = None if mode == "none" else mode
             CFG["lam"] = lam
             tr, va, _ = pc.pair_inputs("train_tr", "train_valid", model, sm, "split")
-            vp = va.data.prediction_points()
-            keep = vp >= 0
-            vy = va.data.labels[keep]
-            vrows = vp[keep]
             out = []
             for name in trials:
-                cfg = replace(TRIALS[name], smoothing=sm)
-                rows, y, w = pm.training_rows(tr.data, cfg.points)
-                params, info = pm.fit_classifier(
-                    cfg,
-                    tr.stats[rows],
-                    tr.hidden[rows] if cfg.use_hidden else None,
-                    y,
-                    w,
-                    valid=(va.stats[vrows], va.hidden[vrows] if cfg.use_hidden else None, vy),
-                )
-                s = np.asarray(pm.raw_logit(params, va.hidden[vrows], va.stats[vrows]))
-                out.append(f"{name} {pc.auc_ci(vy, s, n=50)['auc']:.4f}@{info['best_step']}")
+                a, step = pc.fit_and_score(replace(TRIALS[name], smoothing=sm), tr, va, n_boot=50)
+                out.append(f"{name} {a['auc']:.4f}@{step}")
             print(f"seed {seed} mode {mode} lam {lam} m {sm}: " + "  ".join(out), flush=True)

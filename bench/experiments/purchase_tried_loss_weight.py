@@ -19,12 +19,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import numpy as np
 import purchase_common as pc
 from common import first_buy_times, split
 from purchase_select import TRIALS
 
-from rnnrec_jax import purchase as pm
 from rnnrec_jax.configs.default import get_config
 from rnnrec_jax.train import train_and_evaluate
 
@@ -52,23 +50,10 @@ for pw in weights:
     )
     model = pc.NextItem(res.model_cfg, res.params, res.vocab, {})
     tr, va, _ = pc.pair_inputs("train_tr", "train_valid", model, 20.0, "split")
-    vp = va.data.prediction_points()
-    keep = vp >= 0
-    vy = va.data.labels[keep]
-    vrows = vp[keep]
+    vrows, vy = pc.valid_rows(va)
     out = [f"joint {pc.auc_ci(vy, va.joint_logit[vrows], n=20)['auc']:.4f}"]
     for name in ["mlp32_hidden_final_l2x10", "mlp32_feats_final"]:
-        cfg = TRIALS[name]
-        rows, y, w = pm.training_rows(tr.data, cfg.points)
-        params, info = pm.fit_classifier(
-            cfg,
-            tr.stats[rows],
-            tr.hidden[rows] if cfg.use_hidden else None,
-            y,
-            w,
-            valid=(va.stats[vrows], va.hidden[vrows] if cfg.use_hidden else None, vy),
-        )
-        s = np.asarray(pm.raw_logit(params, va.hidden[vrows], va.stats[vrows]))
-        out.append(f"{name} {pc.auc_ci(vy, s, n=20)['auc']:.4f}@{info['best_step']}")
+        a, step = pc.fit_and_score(TRIALS[name], tr, va, n_boot=20)
+        out.append(f"{name} {a['auc']:.4f}@{step}")
     ev = f"R@20 {rv['recall@20']:.4f} MRR@20 {rv['mrr@20']:.4f}"
     print(f"seed {seed} pw {pw}: {ev} " + "  ".join(out) + f" ({time.time() - t:.0f}s)", flush=True)
