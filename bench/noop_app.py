@@ -89,7 +89,8 @@ if __name__ == "__main__":
 
     # The worker's process set-up too (event loop, log level, garbage collector), so the
     # two differ only in what they do per event.
-    use_event_loop(load_settings().event_loop)
+    settings = load_settings()
+    use_event_loop(settings.event_loop)
     app = create_noop_app()
-    tune_gc(load_settings().gc_gen0_threshold)
+    tune_gc(settings.gc_gen0_threshold)
     faust_worker(app, "warn").execute_from_commandline()
