@@ -151,14 +151,21 @@ def _show(stats: LiveStats, sent: int, started: float) -> None:
 
 def _why_first(rec: dict[str, Any]) -> str:
     """The recent items that raised the first recommendation's score, strongest first
-    ("a +0.51, b +0.12"); empty when the message has no weight matrix."""
+    ("a +0.51, b +0.12"); empty when the message has no weight matrix.
+
+    An item clicked more than once in the window is named once, with its largest
+    weight: two clicks in a row have equal weights (leaving out either one leaves the
+    same window), and the view says which items, not which positions.
+    """
     why = rec.get("explanation") or {}
     recent, weights = why.get("recent_items"), why.get("weights")
     if not recent or not weights or len(weights[0]) != len(recent):
         return ""
-    causes = sorted(
-        ((w, item) for item, w in zip(recent, weights[0], strict=True) if w > 0), reverse=True
-    )
+    strongest: dict[str, float] = {}
+    for item, w in zip(recent, weights[0], strict=True):
+        if w > 0 and w > strongest.get(item, 0.0):
+            strongest[item] = w
+    causes = sorted(((w, item) for item, w in strongest.items()), reverse=True)
     return ", ".join(f"{item} {w:+.2f}" for w, item in causes) or "no recent item raised it"
 
 

@@ -17,6 +17,18 @@ def test_causes_are_the_positive_weights_strongest_first() -> None:
     assert _why_first(rec) == "c +0.51, a +0.12"
 
 
+def test_an_item_clicked_twice_is_named_once_with_its_largest_weight() -> None:
+    rec = {
+        "items": ["x"],
+        "explanation": {
+            "method": "occlusion",
+            "recent_items": ["a", "b", "a", "a"],
+            "weights": [[0.3, 0.1, 1.17, 1.17]],
+        },
+    }
+    assert _why_first(rec) == "a +1.17, b +0.10"
+
+
 def test_nothing_raised_it_or_no_matrix() -> None:
     lowered = {"explanation": {"recent_items": ["a"], "weights": [[-0.2]]}}
     assert _why_first(lowered) == "no recent item raised it"
