@@ -138,10 +138,10 @@ def valid_rows(va: SplitInputs) -> tuple[np.ndarray, np.ndarray]:
     return points[keep], va.data.labels[keep]
 
 
-def fit_and_score(
-    cfg: pm.PurchaseConfig, tr: SplitInputs, va: SplitInputs, n_boot: int = 200
-) -> tuple[dict, int]:
-    """Fit `cfg` on `tr` (early stopping on `va`), score `va`: AUC with interval, best step."""
+def fit_on_valid(
+    cfg: pm.PurchaseConfig, tr: SplitInputs, va: SplitInputs
+) -> tuple[dict, dict, np.ndarray]:
+    """Fit `cfg` on `tr` with early stopping on `va`: (params, fit info, `va` logits)."""
     vrows, vy = valid_rows(va)
     rows, y, w = pm.training_rows(tr.data, cfg.points)
     params, info = pm.fit_classifier(
@@ -152,5 +152,12 @@ def fit_and_score(
         w,
         valid=(va.stats[vrows], va.hidden[vrows] if cfg.use_hidden else None, vy),
     )
-    scores = np.asarray(pm.raw_logit(params, va.hidden[vrows], va.stats[vrows]))
-    return auc_ci(vy, scores, n=n_boot), info["best_step"]
+    return params, info, np.asarray(pm.raw_logit(params, va.hidden[vrows], va.stats[vrows]))
+
+
+def fit_and_score(
+    cfg: pm.PurchaseConfig, tr: SplitInputs, va: SplitInputs, n_boot: int = 200
+) -> tuple[dict, int]:
+    """Fit `cfg` on `tr` (early stopping on `va`), score `va`: AUC with interval, best step."""
+    _, info, scores = fit_on_valid(cfg, tr, va)
+    return auc_ci(valid_rows(va)[1], scores, n=n_boot), info["best_step"]

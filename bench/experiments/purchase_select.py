@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from purchase_common import auc_ci, load_nextitem, pair_inputs
+from purchase_common import auc_ci, fit_on_valid, load_nextitem, pair_inputs, valid_rows
 
 from rnnrec_jax import purchase as pm
 
@@ -80,10 +80,7 @@ def main() -> None:
         t0 = time.time()
         tr, va, _ = pair_inputs("train_tr", "train_valid", model, m, args.priors)
         print(f"inputs ready in {time.time() - t0:.0f}s", flush=True)
-        vp = va.data.prediction_points()
-        keep = vp >= 0
-        vy = va.data.labels[keep]
-        vrows = vp[keep]
+        vrows, vy = valid_rows(va)
         baselines = {
             "count": auc_ci(vy, va.stats[vrows, pm.STATS_COUNT]),
             "joint_head": auc_ci(vy, va.joint_logit[vrows]),
@@ -91,17 +88,8 @@ def main() -> None:
         print("baselines", json.dumps(baselines), flush=True)
         for name in names:
             cfg = replace(TRIALS[name], smoothing=m)
-            rows, y, w = pm.training_rows(tr.data, cfg.points)
             t1 = time.time()
-            params, info = pm.fit_classifier(
-                cfg,
-                tr.stats[rows],
-                tr.hidden[rows] if cfg.use_hidden else None,
-                y,
-                w,
-                valid=(va.stats[vrows], va.hidden[vrows] if cfg.use_hidden else None, vy),
-            )
-            scores = np.asarray(pm.raw_logit(params, va.hidden[vrows], va.stats[vrows]))
+            params, info, scores = fit_on_valid(cfg, tr, va)
             rec = {
                 "trial": name,
                 "nextitem": f"train_tr_s{args.seed}",
