@@ -10,8 +10,8 @@ snapshot of the table's keys, and deletes those idle for longer than the TTL.
   decoded, and the last event time of every state it examined (so a restarted
   worker that recovered old state can sweep before new events arrive). Replayed
   data therefore expires as it would have live, whatever the replay speed. An event
-  time far in the future (at most ``RNNREC_MAX_FUTURE_S`` past the clock, or the
-  event is rejected) moves "now" forward as well.
+  time in the future (accepted up to ``RNNREC_MAX_FUTURE_S`` past the clock) moves
+  "now" only as far as the wall clock.
 * **Only owned users.** A user is deleted only by the worker that has its partition
   as an active assignment (the memory store also holds standby and revoked
   partitions' keys), and nothing is swept during a rebalance or recovery.
@@ -87,6 +87,7 @@ class IdleUserSweeper:
         ttl_s: float,
         users_per_tick: int,
         registry: CollectorRegistry,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """Set up the sweep.
 
@@ -96,8 +97,10 @@ class IdleUserSweeper:
             ttl_s: idle time (event time) after which a user is deleted.
             users_per_tick: most users examined by one `tick`.
             registry: where the sweep's counters go.
+            clock: the wall clock, which caps "now" (see `observe`).
         """
         self.table = table
+        self.clock = clock
         self.source_topic = source_topic
         self.ttl_s = ttl_s
         self.users_per_tick = users_per_tick
@@ -116,9 +119,14 @@ class IdleUserSweeper:
         )
 
     def observe(self, ts: float) -> None:
-        """Note an event time (the sweep's "now" is the newest one)."""
+        """Note an event time (the sweep's "now" is the newest one, at most the clock).
+
+        An event from a producer whose clock runs ahead is accepted up to
+        ``RNNREC_MAX_FUTURE_S`` past the clock; as "now" it would make users active a
+        minute ago look idle for that long, and a short TTL would delete them all.
+        """
         if ts > self.newest_event_ts:
-            self.newest_event_ts = ts
+            self.newest_event_ts = min(ts, self.clock())
 
     def tick(self, active_partitions: Iterable[int]) -> int:
         """Examine the next users of the current pass and delete the idle ones.

@@ -40,9 +40,11 @@ def state(ts: float, partition: int) -> bytes:
     )  # fmt: skip
 
 
-def sweeper(table: FakeTable, per_tick: int = 100) -> tuple[IdleUserSweeper, CollectorRegistry]:
+def sweeper(
+    table: FakeTable, per_tick: int = 100, clock: float = T0 + 1e9
+) -> tuple[IdleUserSweeper, CollectorRegistry]:
     registry = CollectorRegistry()
-    return IdleUserSweeper(table, "clicks", TTL, per_tick, registry), registry
+    return IdleUserSweeper(table, "clicks", TTL, per_tick, registry, lambda: clock), registry
 
 
 def test_users_idle_longer_than_the_ttl_in_event_time_are_deleted_with_their_partition() -> None:
@@ -112,3 +114,15 @@ def test_unreadable_states_are_left_alone(data: bytes) -> None:
     sweep, _ = sweeper(table)
     sweep.observe(T0 + 1e9)
     assert sweep.tick({0}) == 0 and "bad" in table
+
+
+def test_an_event_time_ahead_of_the_clock_does_not_expire_active_users() -> None:
+    # A producer's clock 20 hours fast: its event is accepted (RNNREC_MAX_FUTURE_S is
+    # a day by default), but "now" stops at the wall clock.
+    table = FakeTable()
+    table.update(active=state(T0 - 60, 0), idle=state(T0 - 2 * TTL, 0))
+    sweep, _ = sweeper(table, clock=T0)
+    sweep.observe(T0 + 20 * 3600)
+    assert sweep.newest_event_ts == T0
+    assert sweep.tick({0}) == 1
+    assert set(table) == {"active"}
