@@ -1,7 +1,7 @@
 """Dead letters: what a rejected clickstream record becomes on ``clickstream-dlq``.
 
 The DLQ record keeps the original key and the original bytes, so an operator can
-replay it after a fix; only the size is bounded (a huge poison message must not make
+replay it after a fix; only the sizes are bounded (a huge poison message must not make
 a huge DLQ record). Header names and values are described by
 ``schemas/clickstream-dlq-headers.json``.
 """
@@ -21,7 +21,12 @@ HEADER_OFFSET = "rnnrec.source.offset"
 HEADER_SIZE = "rnnrec.original.size"
 HEADER_SHA256 = "rnnrec.original.sha256"
 HEADER_TRUNCATED = "rnnrec.truncated"
+HEADER_KEY_SIZE = "rnnrec.original.key_size"
+HEADER_KEY_SHA256 = "rnnrec.original.key_sha256"
 _MAX_MESSAGE_CHARS = 500
+MAX_KEY_BYTES = 4096
+"""Longest key a DLQ record keeps. Only the value is bounded on input, and a key near
+the broker's record limit made the DLQ record itself too large to send."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +50,8 @@ def dead_letter(
     """Build the DLQ record for a rejected input record.
 
     Args:
-        key: the original key, kept as is.
+        key: the original key, kept as is up to `MAX_KEY_BYTES` (a longer one is cut,
+            with its size and sha256 in headers).
         value: the original value (None for a tombstone: sent as empty bytes).
         rejection: why it was rejected.
         source_topic: where it came from.
@@ -68,6 +74,10 @@ def dead_letter(
         HEADER_SHA256: hashlib.sha256(original).hexdigest(),
         HEADER_TRUNCATED: "true" if truncated else "false",
     }
+    if key is not None and len(key) > MAX_KEY_BYTES:
+        headers[HEADER_KEY_SIZE] = str(len(key))
+        headers[HEADER_KEY_SHA256] = hashlib.sha256(key).hexdigest()
+        key = key[:MAX_KEY_BYTES]
     return DeadLetter(
         key=key,
         value=original[:max_payload_bytes] if truncated else original,

@@ -53,6 +53,8 @@ class ErrorKind(enum.StrEnum):
     EVENT_ID_CONFLICT = "event_id_conflict"
     DUPLICATE_FIELD = "duplicate_field"
     CONTROL_CHARACTER = "control_character"
+    # Valid, but serving it raised (alone, after its batch failed): see the worker.
+    PROCESSING_ERROR = "processing_error"
 
 
 @dataclass(frozen=True, slots=True)

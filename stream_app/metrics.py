@@ -85,6 +85,14 @@ class WorkerMetrics:
         self.dead_letters = Counter(
             "rnnrec_dead_letters", "Records sent to the DLQ, by reason.", ["reason"], registry=r
         )
+        self.batch_failures = Counter(
+            "rnnrec_batch_failures",
+            "Serving failures: scope=batch, a batch failed and was served again event "
+            "by event; scope=event, an event failed alone and went to the DLQ "
+            "(reason processing_error).",
+            ["scope"],
+            registry=r,
+        )
         self.batch_size = Histogram(
             "rnnrec_batch_size",
             "Records per stream.take batch.",

@@ -33,6 +33,14 @@ stepped again; the last one's stored result is re-sent, and earlier ones need no
 re-send because (1) finished before (2) began. A crash between (1) and (2) re-sends
 outputs (duplicates by ``event_id``) and steps from the old state, as intended.
 
+A batch that raises (a scorer error, an output the broker refuses) is served again
+event by event in the same process, since `_contiguous` has already moved past its
+offsets; what the failed attempt finished counts as done, exactly as for a
+redelivery. An event that fails on its own goes to the DLQ (``processing_error``,
+the exception in the message) and is acked, so one poison record cannot stop the
+stream (``tests/integration/test_worker_failures.py``). If even the DLQ send fails,
+the worker stops: a restart resumes from the last commit.
+
 A graceful stop (SIGTERM from Kubernetes, handled by Faust's ``Worker``) repeats
 nothing. `ServingApp.on_stop` first pauses fetching and lets the agent finish every
 event already fetched, batch in hand included, through steps (1) to (3)
@@ -234,6 +242,8 @@ class ClickstreamServer:
         self.tail_waits: dict[tuple[str, int], tuple[int, float]] = {}
         # Set by create_app: reads a partition directly to tell markers from lost records.
         self.probe: OffsetProbe | None = None
+        # (model version, its carry's size): see `_usable_carry`.
+        self._carry_size: tuple[str | None, int] = (None, 0)
 
     async def drain(self, consumer: Any, timeout_s: float) -> bool:
         """Stop fetching and wait until every event already fetched is processed and acked.
@@ -262,7 +272,10 @@ class ClickstreamServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         settled = 0
-        inputs = [tp for tp in assignment if tp.topic == self.clickstream_topic]
+        # Both inputs: records fetched from the repartition topic would be skipped
+        # and acked by Faust's stop just the same.
+        sources = (self.clickstream_topic, self.rekeyed_topic)
+        inputs = [tp for tp in assignment if tp.topic in sources]
         while loop.time() < deadline:
             if all(self._handed_over_done(consumer, tp) for tp in inputs):
                 # A fetch already in progress may still hand over a few records:
@@ -323,6 +336,49 @@ class ClickstreamServer:
         events = await self._contiguous(events)
         if not events:
             return
+        try:
+            await self._serve(stream, events)
+        except Exception as exc:  # any failure: find the event behind it
+            # `_contiguous` has moved past these offsets, so nothing would retry them:
+            # serve the batch again event by event (a one-event batch too: a second try
+            # outlasts a passing fault). What the failed attempt finished counts as
+            # done (outputs are sent before any state is written, so a state already
+            # written means its outputs were sent: the retry re-sends only the last
+            # result, as for a redelivery); an event that fails alone goes to the DLQ,
+            # so one poison record cannot stop the stream.
+            self.metrics.batch_failures.labels(scope="batch").inc()
+            _log.warning("batch of %d events failed (%r); serving them one by one",
+                         len(events), exc, exc_info=True)  # fmt: skip
+            for event in events:
+                try:
+                    await self._serve(stream, [event])
+                except Exception as exc_one:  # that event is the poison
+                    await self._serve_failed(stream, event, exc_one)
+
+    async def _serve_failed(self, stream: faust.StreamT, event: Any, exc: Exception) -> None:
+        """An event that fails on its own: to the DLQ (``processing_error``), then acked.
+
+        If even that fails (the broker is gone, say) the exception propagates: the
+        agent (`create_app`) then stops the worker, and a restart gets the event
+        again from the last commit.
+        """
+        self.metrics.batch_failures.labels(scope="event").inc()
+        _log.error("event at %s[%d]@%d failed alone: %r; sent to the DLQ",
+                   event.message.topic, event.message.partition, event.message.offset,
+                   exc, exc_info=True)  # fmt: skip
+        reason = Rejection(ErrorKind.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"[:500])
+        await asyncio.gather(await self._send_dead_letter(self._dead_letter(event.message, reason)))
+        await self._ack(stream, event)
+
+    async def _ack(self, stream: faust.StreamT, event: Any) -> None:
+        await stream.ack(event)
+        message = event.message
+        tp = (message.topic, message.partition)
+        if message.offset > self.acked_upto.get(tp, -1):
+            self.acked_upto[tp] = message.offset
+
+    async def _serve(self, stream: faust.StreamT, events: Sequence[Any]) -> None:
+        """Steps (1) to (3) of the module docstring for contiguous events."""
         now = time.time()
         self.metrics.events_in.inc(len(events))
         self.metrics.batch_size.observe(len(events))
@@ -341,7 +397,11 @@ class ClickstreamServer:
             if isinstance(decoded, Rejection):
                 if self._may_repartition(message, decoded):
                     # Valid but for its key: decode_click_event checked user_id.
-                    rekey.append((orjson.loads(message.value)["user_id"], message))
+                    too_big = self._too_big_to_rekey(message)
+                    if too_big is not None:
+                        dead.append(self._dead_letter(message, too_big))
+                    else:
+                        rekey.append((orjson.loads(message.value)["user_id"], message))
                 else:
                     dead.append(self._dead_letter(message, decoded))
                 continue
@@ -350,7 +410,8 @@ class ClickstreamServer:
             plan = plans.get(decoded.user_id)
             if plan is None:
                 stored = self.load_state(decoded.user_id)
-                plan = plans[decoded.user_id] = _UserPlan(stored, UserSteps(carry=stored.carry))
+                carry = self._usable_carry(stored)
+                plan = plans[decoded.user_id] = _UserPlan(stored, UserSteps(carry=carry))
             outcome = self._plan_event(plan, decoded, event)
             if isinstance(outcome, Rejection):
                 dead.append(self._dead_letter(message, outcome))
@@ -401,11 +462,7 @@ class ClickstreamServer:
 
         # (3) Ack: the commit timer may now commit these offsets.
         for event in events:
-            await stream.ack(event)
-            message = event.message
-            tp = (message.topic, message.partition)
-            if message.offset > self.acked_upto.get(tp, -1):
-                self.acked_upto[tp] = message.offset
+            await self._ack(stream, event)
 
     def forget_offsets(self) -> None:
         """Forget expected offsets (a rebalance: Faust seeks to the committed offsets)."""
@@ -797,6 +854,23 @@ class ClickstreamServer:
             and message.topic != self.rekeyed_topic
         )
 
+    def _too_big_to_rekey(self, message: Any) -> Rejection | None:
+        """Refuse to re-send a record whose headers make it too large.
+
+        The re-sent copy keeps the headers; only the value's size was checked, and a
+        copy over the producer's request limit would fail the whole batch.
+        """
+        size = len(message.value) + sum(
+            len(name) + len(value or b"") for name, value in message.headers or ()
+        )
+        if size <= self.limits.max_message_bytes:
+            return None
+        return Rejection(
+            ErrorKind.TOO_LARGE,
+            f"value and headers of {size} bytes, over RNNREC_MAX_MESSAGE_BYTES "
+            f"({self.limits.max_message_bytes}); not re-keyed",
+        )
+
     async def _repartition(self, user_id: str, message: Any) -> Any:
         """Re-send a valid event keyed by its user (same bytes and headers)."""
         self.metrics.repartitioned.inc()
@@ -809,6 +883,25 @@ class ClickstreamServer:
         return await self.topics["dlq"].send(
             key=letter.key, value=letter.value, headers=letter.headers
         )
+
+    def _usable_carry(self, stored: UserState) -> np.ndarray | None:
+        """The stored carry if the served model can continue it, else None (initial).
+
+        A carry from another model version is never continued (`_plan_event` resets
+        or rebuilds it), and another version may have another carry layout: stacked
+        with this version's carries it would fail the whole batch. A carry of the
+        wrong size under the served version is a damaged record.
+        """
+        carry = stored.carry
+        if carry is None or stored.model_version != self.scorer.version:
+            return None
+        version = self.scorer.version
+        if self._carry_size[0] != version:
+            self._carry_size = (version, int(np.size(self.scorer.initial_carry())))
+        if carry.size != self._carry_size[1]:
+            self.metrics.corrupt_state.inc()
+            return None
+        return carry
 
     def _swap_model(self) -> None:
         """Serve the follower's staged model from this batch on (between batches, so
@@ -1084,8 +1177,18 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
 
     @app.agent(clickstream, name="serve-clickstream")
     async def serve_clickstream(stream: faust.StreamT) -> None:
-        async for events in stream.noack_take(settings.max_batch, within=settings.max_wait_s):
-            await server.process_batch(stream, events)
+        try:
+            async for events in stream.noack_take(settings.max_batch, within=settings.max_wait_s):
+                await server.process_batch(stream, events)
+        except Exception as exc:
+            # Only a failure the batch's own fallback could not absorb gets here (the
+            # DLQ unreachable, say). Faust would restart the agent, which would go on
+            # past the unacked events, and their users' later events would make the
+            # redelivered copies look applied. Stop the worker instead: a restart
+            # resumes from the last commit and loses nothing.
+            _log.critical("serving failed beyond recovery; stopping the worker: %r", exc)
+            await app.crash(exc)
+            raise
 
     runtime = WorkerRuntime(app=app, server=server, table=table, metrics=metrics)
     register_views(runtime)

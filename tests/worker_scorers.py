@@ -122,3 +122,47 @@ def slow_recent_items_scorer(settings: WorkerSettings) -> SlowRecentItemsScorer:
         os.environ.get("RNNREC_TEST_SCORER_VERSION", "test-1"),
         float(os.environ.get("RNNREC_TEST_SCORER_DELAY_S", "0.2")),
     )
+
+
+class FailingRecentItemsScorer(RecentItemsScorer):
+    """`RecentItemsScorer` whose step raises on chosen items, or on its first calls.
+
+    A stand-in for a scorer fault: a poison item fails every step it is in; a passing
+    fault fails the first ``fail_calls`` steps whatever they hold.
+    """
+
+    def __init__(self, fail_items: set[str], fail_calls: int = 0) -> None:
+        """Fail every step holding one of ``fail_items``, and the first ``fail_calls``."""
+        super().__init__()
+        self._fail_items = fail_items
+        self._calls_left_to_fail = fail_calls
+
+    def step(
+        self,
+        carries: np.ndarray,
+        item_ids: Sequence[str],
+        excluded: Sequence[Sequence[str]] | None,
+        k: int,
+        **kwargs: Any,
+    ) -> StepResult:
+        """Raise `RuntimeError` as configured, else step."""
+        if self._calls_left_to_fail > 0:
+            self._calls_left_to_fail -= 1
+            raise RuntimeError("passing fault")
+        poison = self._fail_items.intersection(item_ids)
+        if poison:
+            raise RuntimeError(f"poison item {sorted(poison)[0]}")
+        return super().step(carries, item_ids, excluded, k, **kwargs)
+
+
+def failing_recent_items_scorer(settings: WorkerSettings) -> FailingRecentItemsScorer:
+    """Factory for ``tests.worker_scorers:failing_recent_items_scorer``.
+
+    ``RNNREC_TEST_SCORER_FAIL_ITEMS``: comma-separated poison items;
+    ``RNNREC_TEST_SCORER_FAIL_CALLS``: how many first steps fail (default 0).
+    """
+    items = os.environ.get("RNNREC_TEST_SCORER_FAIL_ITEMS", "")
+    return FailingRecentItemsScorer(
+        {i for i in items.split(",") if i},
+        int(os.environ.get("RNNREC_TEST_SCORER_FAIL_CALLS", "0")),
+    )

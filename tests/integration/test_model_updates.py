@@ -33,7 +33,7 @@ from stream_app.kafka_io import produce
 from stream_app.model_registry import publish_model, read_registry
 from stream_app.settings import WorkerSettings, load_settings
 from tests.processes import running_process, tail
-from tests.serving_models import cached_tiny_model
+from tests.serving_models import cached_tiny_model, train_tiny
 from tests.worker_harness import (
     WORKER_ARGS,
     WorkerSetup,
@@ -213,6 +213,42 @@ def test_published_versions_reach_two_workers_and_rollback_returns(
         assert {o["model_version"] for o in third} == {"v1"}
         assert all(o["state_recomputed"] for o in third)  # every carry came from v2
         assert {o["_partition"] for o in third} == {0, 1}
+
+
+def test_a_version_with_another_carry_layout_rebuilds_every_stored_user(
+    kafka_bootstrap: str,
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+    tiny: tuple,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    # A retrained model may have another hidden size: its carries are not the stored
+    # ones' size, and stacking both in one step call failed every batch with a user
+    # who had state (every such event then went to the DLQ).
+    model_dir, base = tiny
+    _, train_df, _ = cached_tiny_model(tmp_path_factory)
+    wider = train_tiny(train_df, tmp_path / "wider", epochs=1, version="v2", hidden_sizes=(96,))
+    assert wider.model_cfg.hidden_sizes != base.model_cfg.hidden_sizes
+    setup = make_setup(kafka_bootstrap, unique_name, tmp_path, partitions=1)
+    settings = settings_for(setup)
+    publish_model(settings, dataclasses.replace(base, version="v1"))
+    clicks = Clicks([i for i in base.vocab.items[:60] if i in set(wider.vocab.items)])
+    users = [f"u{i}" for i in range(6)]
+    env = {**MODEL_ENV, "RNNREC_MODEL_SOURCE": str(model_dir)}
+    with running_worker(setup, **env) as proc:
+        first = send_and_read(setup, clicks.make(users, per_user=2), 12, proc)
+        assert {o["model_version"] for o in first} == {"v1"}
+        publish_model(settings, wider)
+        wait_for(lambda: version_ready(setup, "v2"), "v2 staged", [setup])
+        # Old users (stored v1 carries) and a new one in the same batches.
+        second = send_and_read(setup, clicks.make([*users, "n0"], per_user=2), 26, proc)
+        failures = metric(setup, "rnnrec_batch_failures_total", scope="batch")
+        dead = read_outputs(setup, "dlq", 0, proc, timeout_s=3)
+    assert {o["model_version"] for o in second} == {"v2"}
+    first_of = {o["user_id"]: o for o in reversed(second)}
+    assert all(first_of[u]["state_recomputed"] for u in users)
+    assert not first_of["n0"]["state_recomputed"]
+    assert failures == 0 and dead == []
 
 
 def write_records(

@@ -112,3 +112,26 @@ def test_unkeyed_and_miskeyed_events_are_served_as_if_keyed_by_user(
     assert metrics[("rnnrec_dead_letters_total", frozenset({("reason", "key_mismatch")}))] == 1
     # Each user's state counted its own events once, whichever path they took.
     assert metrics[("rnnrec_events_applied_total", frozenset())] == n
+
+
+def test_a_miskeyed_event_too_large_with_its_headers_goes_to_the_dlq(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    # The re-keyed copy keeps the headers; over the size limit it could not be sent
+    # (the whole batch then failed), so it is refused as too_large instead.
+    setup = make_setup(kafka_bootstrap, unique_name, tmp_path, partitions=1)
+    _, big = click("u-big", "big-0", "1", T0)
+    _, fine = click("u-fine", "fine-0", "2", T0)
+    with running_worker(
+        setup, RNNREC_MAX_MESSAGE_BYTES="4096", RNNREC_DLQ_MAX_PAYLOAD_BYTES="4096"
+    ) as proc:
+        produce(kafka_bootstrap, setup.topic("clickstream"), [(b"x", big)],
+                headers=[("trace", b"t" * 5000)])  # fmt: skip
+        produce(kafka_bootstrap, setup.topic("clickstream"), [(b"y", fine)])
+        (letter,) = read_outputs(setup, "dlq", 1, proc)
+        (answer,) = read_outputs(setup, "recommendations", 1, proc)
+    headers = headers_as_dict(letter.headers)
+    assert headers["rnnrec.error.kind"] == "too_large"
+    assert "headers" in headers["rnnrec.error.message"]
+    assert letter.value == big
+    assert orjson.loads(answer.value)["event_id"] == "fine-0"

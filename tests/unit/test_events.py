@@ -8,7 +8,7 @@ import jsonschema
 import orjson
 import pytest
 
-from stream_app.dlq import dead_letter, headers_as_dict
+from stream_app.dlq import MAX_KEY_BYTES, dead_letter, headers_as_dict
 from stream_app.events import (
     ClickEvent,
     ErrorKind,
@@ -238,6 +238,22 @@ def test_dead_letter_truncates_large_values_with_size_and_hash() -> None:
     assert headers["rnnrec.truncated"] == "true"
     assert headers["rnnrec.original.size"] == "5000"
     assert headers["rnnrec.original.sha256"] == hashlib.sha256(value).hexdigest()
+
+
+def test_dead_letter_cuts_a_huge_key_with_its_size_and_hash() -> None:
+    # A key near the broker's record limit made the DLQ record itself unsendable.
+    key = b"a" * 1_010_000
+    letter = dead_letter(key, b"x", Rejection(ErrorKind.INVALID_JSON, "bad"), "t", 0, 1, 100)
+    headers = headers_as_dict(letter.headers)
+    jsonschema.validate(headers, load_schema("clickstream-dlq-headers"))
+    assert letter.key == key[:MAX_KEY_BYTES]
+    assert headers["rnnrec.original.key_size"] == "1010000"
+    assert headers["rnnrec.original.key_sha256"] == hashlib.sha256(key).hexdigest()
+    short = dead_letter(
+        b"k" * MAX_KEY_BYTES, b"x", Rejection(ErrorKind.INVALID_JSON, "b"), "t", 0, 1, 9
+    )
+    assert short.key == b"k" * MAX_KEY_BYTES
+    assert "rnnrec.original.key_size" not in headers_as_dict(short.headers)
 
 
 def test_dead_letter_of_a_tombstone_has_an_empty_value() -> None:
