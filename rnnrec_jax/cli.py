@@ -10,11 +10,14 @@ import dataclasses
 import importlib
 import importlib.util
 import json
+import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import click
+import numpy as np
 
 existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 existing_dir = click.Path(exists=True, file_okay=False, path_type=Path)
@@ -33,12 +36,17 @@ def load_config(spec: str) -> tuple[Any, Any]:
         module_spec = importlib.util.spec_from_file_location(f"rnnrec_config_{path.stem}", path)
         assert module_spec is not None and module_spec.loader is not None
         module = importlib.util.module_from_spec(module_spec)
-        module_spec.loader.exec_module(module)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:  # the user's file: any error in it is theirs to fix
+            raise click.BadParameter(
+                f"{spec} fails to load: {type(exc).__name__}: {exc}", param_hint="--config"
+            ) from None
     else:
         name = spec if "." in spec else f"rnnrec_jax.configs.{spec}"
         try:
             module = importlib.import_module(name)
-        except ModuleNotFoundError:
+        except (ModuleNotFoundError, TypeError, ValueError):  # TypeError: "../x"
             raise click.BadParameter(
                 f"unknown config {spec!r} (a name in rnnrec_jax/configs/ or a .py file)",
                 param_hint="--config",
@@ -52,11 +60,21 @@ def _read_events(path: Path) -> Any:
     from rnnrec_jax.data.events import read_split_tsv
 
     try:
-        return read_split_tsv(path)
-    except (ValueError, KeyError) as exc:
+        events = read_split_tsv(path)
+    except ValueError as exc:  # the reader's message names the file
+        raise click.ClickException(str(exc)) from None
+    except KeyError as exc:
         raise click.ClickException(
             f"{path}: not a split TSV (SessionId, ItemId, Time): {exc}"
         ) from None
+    # A target is an event with one before it in its session.
+    _, counts = np.unique(np.asarray(events.session_ids), return_counts=True)
+    if not (counts >= 2).any():
+        raise click.ClickException(
+            f"{path}: no session has two events or more ({counts.sum()} events): "
+            "nothing to learn or evaluate"
+        )
+    return events
 
 
 def _buy_times(buys_path: Path | None) -> dict[str, float] | None:
@@ -65,7 +83,11 @@ def _buy_times(buys_path: Path | None) -> dict[str, float] | None:
     from rnnrec_jax.data.purchases import first_buy_times
     from rnnrec_jax.data.raw import read_yoochoose_buys
 
-    series = first_buy_times(read_yoochoose_buys(buys_path))
+    try:
+        buys = read_yoochoose_buys(buys_path)
+    except ValueError as exc:  # the reader's message names the file
+        raise click.ClickException(str(exc)) from None
+    series = first_buy_times(buys)
     return {str(k): float(v) for k, v in series.items()}
 
 
@@ -90,8 +112,13 @@ def split(raw_dir: Path, out_dir: Path, days: float) -> None:
     from rnnrec_jax.data.raw import read_yoochoose
     from rnnrec_jax.data.split import gru4rec_split, write_split
 
-    log = read_yoochoose(raw_dir)
-    parts = gru4rec_split(log.events, days=days)
+    if not math.isfinite(days):  # FloatRange lets nan and inf through
+        raise click.BadParameter(f"{days} is not a number of days", param_hint="--days")
+    try:
+        log = read_yoochoose(raw_dir)
+        parts = gru4rec_split(log.events, days=days)
+    except ValueError as exc:
+        raise click.ClickException(f"cannot split {raw_dir} with --days {days:g}: {exc}") from None
     written = write_split(parts, log.buys, out_dir)
     for name, part in parts.items():
         click.echo(f"{name:12s} {part.n_events:9,d} events {part.n_sessions:8,d} sessions")
@@ -147,6 +174,8 @@ def train(
     from rnnrec_jax.train import train_and_evaluate
 
     model_cfg, train_cfg = load_config(config_spec)
+    # Before the work, not after it: a path that cannot be written fails now.
+    out_dir.mkdir(parents=True, exist_ok=True)
     overrides = {k: v for k, v in (("epochs", epochs), ("seed", seed)) if v is not None}
     train_cfg = dataclasses.replace(train_cfg, **overrides)
     train_events = _read_events(train_path)
@@ -223,12 +252,14 @@ def evaluate(
     except CheckpointError as exc:
         raise click.ClickException(str(exc)) from None
     events = _read_events(test_path)
+    report_path = report_path or model_path / f"eval_{test_path.stem}.json"
+    if not os.access(report_path.parent, os.W_OK):  # before the work, not after it
+        raise click.BadParameter(f"cannot write to {report_path.parent}", param_hint="--report")
     report = run_evaluation(
         model.model_cfg, events, params=model.params, vocab=model.vocab,
         buy_times=_buy_times(buys_path), calibration=model.purchase_calibration,
     )  # fmt: skip
     report["model_version"] = model.version
-    report_path = report_path or model_path / f"eval_{test_path.stem}.json"
     report_path.write_text(json.dumps(report, indent=2, default=float))
     plot_recall_at_k(
         {k: report[f"recall@{k}"] for k in (1, 5, 10, 20) if f"recall@{k}" in report},

@@ -1,14 +1,19 @@
 """The ``rnnrec`` command line: one entry point, subcommands from each component.
 
-Errors an operator can fix (bad arguments, missing Java, a taken port) are printed
-as one line on stderr with exit status 2 or 1, never as a traceback.
+Errors an operator can fix (bad arguments, missing Java, a taken port, an unreachable
+broker, a file that cannot be read or written, a damaged model) are printed as one
+line on stderr with exit status 2 or 1, never as a traceback; ``RNNREC_TRACEBACK=1``
+shows the traceback of the environment errors.
 """
 
 from __future__ import annotations
 
+import os
+import ssl
 import sys
 
 import click
+from kafka.errors import KafkaError
 
 from rnnrec_jax.cli import evaluate, split, train
 from stream_app.cli_demo import demo
@@ -62,6 +67,46 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
+    except Exception as exc:
+        # The environment, not the code: an unreachable broker, a bad CA file, a path
+        # that cannot be read or written, a damaged model. One line, as for arguments.
+        if not is_environment_error(exc) or os.environ.get(TRACEBACK_ENV):
+            raise
+        click.echo(f"rnnrec: error: {describe_error(exc)} (set {TRACEBACK_ENV}=1 for "
+                   "the traceback)", err=True)  # fmt: skip
+        sys.exit(1)
+
+
+TRACEBACK_ENV = "RNNREC_TRACEBACK"
+
+
+def is_environment_error(exc: BaseException) -> bool:
+    """Whether an exception reports the environment (broker, files, TLS, a model)."""
+    if isinstance(exc, KafkaError | ssl.SSLError | OSError):
+        return True
+    # Looked up, not imported: the checkpoint module pulls in JAX (0.6 s), and a
+    # command that never loaded it cannot have raised its error.
+    checkpoint = sys.modules.get("rnnrec_jax.checkpoint")
+    return checkpoint is not None and isinstance(exc, checkpoint.CheckpointError)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for an environment error: where it came from and what it says."""
+    if isinstance(exc, KafkaError):
+        text = str(exc)
+        name = type(exc).__name__
+        # kafka-python's messages repeat the class name ("KafkaTimeoutError: ...").
+        while text.startswith(f"{name}: "):
+            text = text[len(name) + 2 :]
+        hint = ""
+        if "bootstrap" in text.lower() or "NoBrokersAvailable" in name:
+            hint = " (is the broker running? KAFKA_BOOTSTRAP_SERVERS names it)"
+        return f"Kafka: {name}: {text or 'no detail'}{hint}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc} (check the CA, certificate and key files)"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 if __name__ == "__main__":

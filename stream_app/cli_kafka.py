@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import click
 import orjson
 
@@ -18,7 +16,8 @@ from stream_app.kafka_local import (
 port_option = click.option(
     "--port",
     type=click.IntRange(1024, 65534),
-    default=lambda: int(os.environ.get("RNNREC_KAFKA_PORT", DEFAULT_PORT)),
+    default=DEFAULT_PORT,
+    envvar="RNNREC_KAFKA_PORT",  # checked like the option itself
     show_default=f"{DEFAULT_PORT} or $RNNREC_KAFKA_PORT",
     help="Listener port on 127.0.0.1 (the controller uses port+1).",
 )
@@ -87,6 +86,8 @@ def status(port: int, as_json: bool) -> None:
         )
     elif state.get("running"):
         click.echo(f"running (pid {state['pid']}) but not answering at {state['bootstrap']}")
+    elif state.get("external"):
+        click.echo(f"no answer from the external Kafka at {external} (KAFKA_BOOTSTRAP_SERVERS)")
     else:
         click.echo(f"not running (would listen at {state['bootstrap']}, Kafka {KAFKA_VERSION})")
     raise SystemExit(0 if state.get("ready") else 1)

@@ -6,9 +6,18 @@ import logging
 
 import click
 
+from stream_app.cli_worker import LOG_LEVELS
+
 
 @click.command()
-@click.option("-l", "--loglevel", default="info", show_default=True, help="Log level.")
+@click.option(
+    "-l",
+    "--loglevel",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="Log level.",
+)
 def trainer(loglevel: str) -> None:
     """Fine-tune the served model from clickstream and publish better versions.
 

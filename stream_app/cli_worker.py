@@ -9,9 +9,19 @@ import click
 
 from stream_app.settings import SettingsError, WorkerSettings, load_settings
 
+LOG_LEVELS = ["critical", "error", "warning", "warn", "info", "debug"]
+"""What ``-l`` takes (Faust's and the logging module's names)."""
+
 
 @click.command()
-@click.option("-l", "--loglevel", default="info", show_default=True, help="Faust log level.")
+@click.option(
+    "-l",
+    "--loglevel",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="Faust log level.",
+)
 def worker(loglevel: str) -> None:
     """Run a serving worker (configured by RNNREC_* environment variables)."""
     settings = _settings()
@@ -24,6 +34,7 @@ def worker(loglevel: str) -> None:
             f"RNNREC_EVENT_LOOP={settings.event_loop}: {settings.event_loop} is not installed"
             " (install it, or set RNNREC_EVENT_LOOP=asyncio)"
         ) from None
+    from rnnrec_jax.checkpoint import CheckpointError
     from stream_app.worker import create_app, ensure_topics
 
     try:
@@ -32,7 +43,7 @@ def worker(loglevel: str) -> None:
         raise click.ClickException(str(exc)) from None
     try:
         runtime = create_app(settings)
-    except (ValueError, ImportError, OSError) as exc:
+    except (ValueError, ImportError, OSError, CheckpointError) as exc:
         raise click.ClickException(f"cannot load the model: {exc}") from None
     from stream_app.gc_tuning import tune_gc
 

@@ -94,6 +94,8 @@ def broker_answers(bootstrap: str, timeout_s: float = 5.0, **client_kwargs: Any)
 
     options: dict[str, Any] = {
         "request_timeout_ms": int(timeout_s * 1000),
+        # Else kafka-python waits its default 30 s for an address that never answers.
+        "bootstrap_timeout_ms": int(timeout_s * 1000),
         "client_id": "rnnrec-probe",
         **client_kwargs,
     }

@@ -9,6 +9,7 @@ operator changes behaviour without code. The broker address also honours the com
 from __future__ import annotations
 
 import enum
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,13 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from stream_app.kafka_security import KafkaSecuritySettings
+
+BOOTSTRAP_VARIABLES = (
+    "RNNREC_BOOTSTRAP_SERVERS",
+    "RNNREC_KAFKA_BOOTSTRAP_SERVERS",
+    "KAFKA_BOOTSTRAP_SERVERS",
+)
+"""Where the broker address is read from, first set wins."""
 
 
 class SettingsError(ValueError):
@@ -69,12 +77,8 @@ class WorkerSettings(KafkaSecuritySettings):
     # --- Kafka ---------------------------------------------------------------------
     bootstrap_servers: str = Field(
         "127.0.0.1:19092",
-        validation_alias=AliasChoices(
-            # Aliases bypass env_prefix: the RNNREC_ name is spelled out, first wins.
-            "RNNREC_BOOTSTRAP_SERVERS",
-            "RNNREC_KAFKA_BOOTSTRAP_SERVERS",
-            "KAFKA_BOOTSTRAP_SERVERS",
-        ),
+        # Aliases bypass env_prefix: the RNNREC_ name is spelled out, first wins.
+        validation_alias=AliasChoices(*BOOTSTRAP_VARIABLES),
         description="Comma-separated host:port list of the Kafka brokers.",
     )
     app_id: str = Field(
@@ -443,7 +447,10 @@ def load_settings(**overrides: object) -> WorkerSettings:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else ""
         variable = field.upper() if field else "settings"
-        if variable != "settings" and not variable.endswith("BOOTSTRAP_SERVERS"):
+        if variable.endswith("BOOTSTRAP_SERVERS"):
+            # pydantic names the first alias; name the variable the user actually set.
+            variable = next((v for v in BOOTSTRAP_VARIABLES if os.environ.get(v)), variable)
+        elif variable != "settings":
             variable = "RNNREC_" + variable
         message = str(first["msg"]).removeprefix("Value error, ")
         if variable == "settings" and message.startswith("RNNREC_"):

@@ -16,6 +16,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from rnnrec_jax.data.tables import read_table
+
 EVENT_TYPES: tuple[str, ...] = ("click", "view", "add_to_cart", "purchase")
 """The event types of the `clickstream` topic (DESIGN.md); `click` is the default."""
 
@@ -374,8 +376,10 @@ def read_split_tsv(path: str | Path) -> SessionEvents:
     Returns:
         The events, sorted by (session, time).
     """
-    frame = pd.read_csv(
+    frame = read_table(
         path,
+        (SESSION_COLUMN, ITEM_COLUMN, TIME_COLUMN),
+        "a split TSV (SessionId, ItemId, Time)",
         sep="\t",
         dtype={SESSION_COLUMN: str, ITEM_COLUMN: str, TIME_COLUMN: np.float64},
     )

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from rnnrec_jax.data.events import EventLog, SessionEvents
+from rnnrec_jax.data.tables import read_table
 
 TAOBAO_BEHAVIOR_TYPES: dict[str, str] = {
     "pv": "click",
@@ -51,7 +52,10 @@ def read_yoochoose_clicks(path: str | Path) -> SessionEvents:
         Clicks sorted by (session, time), with `categories` as strings (`0`, `S`,
         `1`-`12` or a brand id) and no event types (all are clicks).
     """
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = read_table(
+        path, ("session_id", "timestamp", "item_id", "category"), "a YooChoose clicks file",
+        dtype=str, keep_default_na=False,
+    )  # fmt: skip
     return SessionEvents.from_arrays(
         frame["session_id"],
         frame["item_id"],
@@ -72,7 +76,10 @@ def read_yoochoose_buys(path: str | Path) -> SessionEvents:
     Returns:
         Buys sorted by (session, time), event type `purchase`.
     """
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = read_table(
+        path, ("session_id", "timestamp", "item_id"), "a YooChoose buys file",
+        dtype=str, keep_default_na=False,
+    )  # fmt: skip
     return SessionEvents.from_arrays(
         frame["session_id"],
         frame["item_id"],

@@ -114,6 +114,11 @@ def time_cut(events: SessionEvents, days: float) -> float:
     Returns:
         Epoch seconds; on `yoochoose-1pct` this is 2014-08-24 23:58:28.754 UTC.
     """
+    if events.n_events == 0:
+        raise ValueError(
+            "no events left to split: the periods are longer than the data covers, or "
+            "the support and length filters removed every event"
+        )
     return float(events.times.max()) - days * SECONDS_PER_DAY
 
 

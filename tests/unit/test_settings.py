@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from stream_app.settings import (
+    BOOTSTRAP_VARIABLES,
     CarryDtype,
     EventLoop,
     SessionPolicy,
@@ -18,7 +19,7 @@ from stream_app.settings import (
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("KAFKA_BOOTSTRAP_SERVERS", "RNNREC_KAFKA_BOOTSTRAP_SERVERS"):
+    for name in BOOTSTRAP_VARIABLES:
         monkeypatch.delenv(name, raising=False)
 
 
@@ -67,6 +68,8 @@ def test_rnnrec_bootstrap_wins_over_the_common_variable(monkeypatch: pytest.Monk
         ("RNNREC_SESSION_POLICY", "sometimes", "new_session_id"),
         ("RNNREC_TOPIC_CLICKSTREAM", "bad topic!", "a-zA-Z0-9"),
         ("RNNREC_BOOTSTRAP_SERVERS", "nohostport", "host:port"),
+        # The message names the variable that was set, not the first alias.
+        ("KAFKA_BOOTSTRAP_SERVERS", "nohostport", "host:port"),
         ("RNNREC_MAX_WAIT_S", "-1", "greater than 0"),
         ("RNNREC_PRODUCER_LINGER_S", "-0.1", "greater than or equal to 0"),
         ("RNNREC_PRODUCER_MAX_BATCH_BYTES", "10", "greater than or equal to 1024"),
