@@ -247,16 +247,23 @@ def _parse_pointer(value: bytes | None, offset: int) -> ServingPointer | None:
 
 
 def load_verify_key(settings: WorkerSettings) -> Any:
-    """The configured Ed25519 public key, or None when verification is off.
+    """The Ed25519 public key versions must be signed with, or None (no verification).
+
+    The configured verify key; without one, the public half of the signing key. A
+    process that signs (the online trainer) must not load an unsigned or foreign
+    version and publish a signed child of it: that would turn anything written to
+    model-updates into a version every verifying worker accepts.
 
     Raises:
         rnnrec_jax.signing.KeyFileError: the key file is unreadable or not a key.
     """
-    if settings.model_verify_key is None:
-        return None
-    from rnnrec_jax.signing import load_public_key
+    from rnnrec_jax.signing import load_private_key, load_public_key
 
-    return load_public_key(settings.model_verify_key)
+    if settings.model_verify_key is not None:
+        return load_public_key(settings.model_verify_key)
+    if settings.model_signing_key is not None:
+        return load_private_key(settings.model_signing_key).public_key()
+    return None
 
 
 def validate_version(registry: Registry, version: str, public_key: Any = None) -> TrainedModel:

@@ -54,3 +54,25 @@ def test_nonsense_is_refused_in_one_line(
     with pytest.raises(SettingsError) as caught:
         load_settings()
     assert str(caught.value).startswith(variable + ":") and message in str(caught.value)
+
+
+def test_a_signer_verifies_with_its_own_key_when_no_verify_key_is_set(tmp_path: Path) -> None:
+    # The online trainer holds only the signing key; without this it loaded unsigned
+    # versions from the topic and published signed children of them.
+    from cryptography.hazmat.primitives import serialization
+
+    from rnnrec_jax.signing import load_public_key, write_keypair
+    from stream_app.model_registry import load_verify_key
+
+    private, public = write_keypair(tmp_path / "keys")
+    assert load_verify_key(load_settings()) is None
+    signer = load_verify_key(load_settings(model_signing_key=str(private)))
+
+    def raw(key: object) -> bytes:
+        return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)  # type: ignore[attr-defined]
+
+    assert raw(signer) == raw(load_public_key(public))
+    # A configured verify key still wins.
+    _, other_public = write_keypair(tmp_path / "other")
+    both = load_settings(model_signing_key=str(private), model_verify_key=str(other_public))
+    assert raw(load_verify_key(both)) == raw(load_public_key(other_public))
