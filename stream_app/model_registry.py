@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -143,8 +144,7 @@ class VersionEntry:
     @property
     def created(self) -> float:
         """The manifest's creation time (0 without one)."""
-        value = (self.manifest or {}).get("created", 0.0)
-        return float(value) if isinstance(value, (int, float)) else 0.0
+        return _seconds((self.manifest or {}).get("created"))
 
     @property
     def signed(self) -> bool:
@@ -193,7 +193,8 @@ class Registry:
         parts = rest.split("/")
         if len(parts) == 2 and parts[1] in (MANIFEST, DECISION):
             version, suffix = parts
-        elif len(parts) == 3 and parts[1] == CHUNK and parts[2].isdigit():
+        # isdecimal() alone accepts other scripts' digits that int() reads differently.
+        elif len(parts) == 3 and parts[1] == CHUNK and parts[2].isascii() and parts[2].isdigit():
             version, suffix = parts[0], f"{CHUNK}/{int(parts[2])}"
         else:
             return
@@ -225,19 +226,30 @@ def _parse_object(value: bytes | None) -> tuple[dict[str, Any] | None, bool]:
         return None, False
     try:
         parsed = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         return None, True
     return (parsed, False) if isinstance(parsed, dict) else (None, True)
+
+
+def _seconds(value: Any) -> float:
+    """A JSON time in seconds, 0.0 unless a finite number (ints too large for a float
+    included: every reader of the topic must survive any record)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return 0.0
+    try:
+        seconds = float(value)
+    except OverflowError:
+        return 0.0
+    return seconds if math.isfinite(seconds) else 0.0
 
 
 def _parse_pointer(value: bytes | None, offset: int) -> ServingPointer | None:
     parsed, _ = _parse_object(value)
     if parsed is None or not isinstance(parsed.get("version"), str):
         return None  # a tombstone or garbage pointer: nothing is designated
-    updated = parsed.get("updated")
     return ServingPointer(
         version=parsed["version"],
-        updated=float(updated) if isinstance(updated, (int, float)) else 0.0,
+        updated=_seconds(parsed.get("updated")),
         reason=str(parsed.get("reason", "")),
         offset=offset,
     )
