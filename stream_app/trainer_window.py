@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -115,10 +117,18 @@ class SessionWindow:
 class Cadence:
     """When the next round is due: event-time boundaries and/or an event count."""
 
-    def __init__(self, interval_s: float, interval_events: int) -> None:
-        """``interval_s`` seconds of event time (0: off), ``interval_events`` (0: off)."""
+    def __init__(
+        self, interval_s: float, interval_events: int, clock: Callable[[], float] = time.time
+    ) -> None:
+        """``interval_s`` seconds of event time (0: off), ``interval_events`` (0: off).
+
+        Event times count at most up to ``clock()``: one event from a producer whose
+        clock runs ahead (accepted up to ``RNNREC_MAX_FUTURE_S``) would otherwise start
+        a round early, on part of the interval, and skip the rounds in between.
+        """
         self.interval_s = interval_s
         self.interval_events = interval_events
+        self.clock = clock
         self.next_boundary: float | None = None
         self.events_since_round = 0
 
@@ -126,6 +136,7 @@ class Cadence:
         """The boundary an event at ``ts`` crosses, or None (the first event arms it)."""
         if self.interval_s <= 0:
             return None
+        ts = min(ts, self.clock())
         if self.next_boundary is None:
             self.next_boundary = self._after(ts)
             return None
@@ -138,6 +149,7 @@ class Cadence:
     def round_done(self, newest_ts: float) -> None:
         """Move past a round: the next boundary follows the newest event time seen."""
         self.events_since_round = 0
+        newest_ts = min(newest_ts, self.clock())
         if self.interval_s > 0 and math.isfinite(newest_ts):
             self.next_boundary = self._after(newest_ts)
 

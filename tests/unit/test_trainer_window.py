@@ -58,7 +58,7 @@ def test_window_groups_sessions_and_cuts_before_a_boundary():
 
 
 def test_cadence_on_event_time_is_aligned_and_skips_empty_intervals():
-    cadence = Cadence(interval_s=100.0, interval_events=0)
+    cadence = Cadence(interval_s=100.0, interval_events=0, clock=lambda: 1e9)
     assert cadence.crossing(150.0) is None  # arms the next boundary, 200
     assert cadence.crossing(199.9) is None
     assert cadence.crossing(200.0) == 200.0
@@ -130,3 +130,15 @@ def test_trainer_settings(monkeypatch: pytest.MonkeyPatch):
     with pytest.raises(SettingsError, match="OPTIMISER"):
         load_trainer_settings(trainer_finetune_optimiser="lbfgs")
     assert np.isclose(load_trainer_settings().trainer_window_max_age_s, 7 * 86_400)
+
+
+def test_cadence_counts_event_time_only_up_to_the_clock():
+    # One event from a clock 20 hours fast: no early round, no rounds skipped.
+    now = 10_000.0
+    cadence = Cadence(interval_s=3600.0, interval_events=0, clock=lambda: now)
+    assert cadence.crossing(now - 100) is None  # arms 10,800
+    assert cadence.crossing(now + 20 * 3600) is None
+    now = 10_900.0
+    assert cadence.crossing(now - 50) == 10_800.0
+    cadence.round_done(now + 20 * 3600)
+    assert cadence.next_boundary == 14_400.0
