@@ -50,8 +50,11 @@ class ModelConfig:
         the item bias is still added. Only with the full-softmax loss.
       score_scale_init: initial value of that scale.
       exclude_input_item: at inference (evaluation, serving) the item just clicked
-        gets the lowest score: the data has no consecutive repeats, so it is never
-        the next item. Training is unchanged (its targets never equal the input).
+        gets the lowest score. The raw data has no consecutive repeats, but the
+        split's item filter makes a few (A B A with B dropped: 52 of the 6,722 test
+        targets), which then count as misses; on the default model the trade measured
+        Recall@20 0.5610 / MRR@20 0.2370 with it, 0.5614 / 0.2363 without. Training
+        is unchanged.
       dropout_embedding: dropout on the input embedding (training only).
       dropout_hidden: dropout on each layer's output (training only; as in GRU4Rec
         the dropped-out state is what is carried to the next step).

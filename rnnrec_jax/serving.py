@@ -641,7 +641,7 @@ class ServingModel:
     ) -> tuple:
         new_carry, p = self._advance(params, calibration, carry, items, mask, gap, t_hi, t_lo)
         top, values, attributions = self._recommend(
-            params, new_carry["rep"], excluded, allowed, history, explain=explain
+            params, new_carry["rep"], items, excluded, allowed, history, explain=explain
         )
         return new_carry, top, values, p, attributions
 
@@ -687,13 +687,20 @@ class ServingModel:
         self,
         params: dict[str, Any],
         rep: jax.Array,
+        inputs: jax.Array,
         excluded: jax.Array,
         allowed: jax.Array,
         history: jax.Array | None,
         *,
         explain: bool,
     ) -> tuple[jax.Array, jax.Array, explain_lib.Attributions | None]:
-        """Exact top-K of each representation and, with ``explain``, its attributions."""
+        """Exact top-K of each representation and, with ``explain``, its attributions.
+
+        ``inputs``: each row's item just clicked, never recommended when the model says
+        so (`ModelConfig.exclude_input_item`), exactly as the evaluator ranks.
+        """
+        if self.model_cfg.exclude_input_item:
+            excluded = jnp.concatenate([excluded, inputs[:, None].astype(excluded.dtype)], axis=1)
         table = _scoring_table(params)
         values, top = default_topk(
             rep, table, params["item_bias"], allowed, self.k, exclude=excluded
@@ -764,7 +771,7 @@ class ServingModel:
 
         _, final, (rep, p) = jax.lax.fori_loop(0, steps[0], body, (lane_carry, carries, outputs))
         top, values, attributions = self._recommend(
-            params, rep[:size], excluded, allowed, history, explain=explain
+            params, rep[:size], items[:size], excluded, allowed, history, explain=explain
         )
         # One output array (integer parts as bit copies): see `step_events_flat`.
         parts = [self._flatten_traced(final), top, values, p[:size]]

@@ -288,3 +288,25 @@ def test_step_events_equals_stepping_round_by_round(cfg: ModelConfig) -> None:
     # A user with no events keeps its carry; an empty call changes nothing.
     none = model.step_events(start, np.zeros(0, np.int64), np.zeros(0, np.int32))
     jax.tree_util.tree_map(np.testing.assert_array_equal, none.carry, start)
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+def test_the_item_just_clicked_is_excluded_when_the_model_says_so(
+    trained: TrainedModel, exclude: bool
+) -> None:
+    # The default model is evaluated with the input item excluded; serving ignored the
+    # flag, so what was served was not what was measured.
+    clicked = 7
+    params = dict(trained.params)
+    params["item_bias"] = np.array(params["item_bias"])
+    params["item_bias"][clicked] += 1e4  # top of every list
+    cfg = dataclasses.replace(trained.model_cfg, exclude_input_item=exclude)
+    served = ServingModel.from_trained(
+        dataclasses.replace(trained, params=params, model_cfg=cfg), buckets=(8,), k=5
+    )
+    items = np.array([clicked, 3], np.int32)
+    one = served.step(served.init_carry(2), items, np.ones(2, bool)).top_items
+    many = served.step_events(served.init_carry(2), np.array([0, 1]), items).top_items
+    for top in (one, many):
+        assert (clicked in top[0]) is not exclude
+        assert top[1][0] == clicked  # another row's input is not excluded
