@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnrec_jax import metrics, models, sampling
+from rnnrec_jax import calibration, metrics, models, sampling
 from rnnrec_jax.config import ModelConfig
 from rnnrec_jax.train import EncodedEvents, Events, encode_events, vocab_size
 
@@ -312,7 +312,7 @@ def reliability_bins(labels: np.ndarray, prob: np.ndarray, n_bins: int = 10) -> 
 
 
 def fit_platt(logits: np.ndarray, labels: np.ndarray, l2: float = 1e-3) -> tuple[float, float]:
-    """Fits p = sigmoid(a * logit + b) by Newton's method (Platt scaling).
+    """Platt scaling of the joint purchase head (`rnnrec_jax.calibration.fit_platt`).
 
     Args:
       logits: raw purchase logits.
@@ -322,19 +322,7 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray, l2: float = 1e-3) -> tuple
     Returns:
       (a, b).
     """
-    x = np.asarray(logits, np.float64)
-    y = np.asarray(labels, np.float64)
-    w = np.array([1.0, 0.0])
-    design = np.stack([x, np.ones_like(x)], axis=1)
-    for _ in range(50):
-        p = 1.0 / (1.0 + np.exp(-(design @ w)))
-        grad = design.T @ (p - y) + l2 * (w - np.array([1.0, 0.0]))
-        hess = (design * (p * (1 - p))[:, None]).T @ design + l2 * np.eye(2)
-        step = np.linalg.solve(hess, grad)
-        w = w - step
-        if np.abs(step).max() < 1e-8:
-            break
-    return float(w[0]), float(w[1])
+    return calibration.fit_platt(logits, labels, l2)
 
 
 def n_items_of(vocab: Any) -> int:

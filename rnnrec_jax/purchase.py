@@ -48,6 +48,7 @@ import numpy as np
 import optax
 import pandas as pd
 
+from rnnrec_jax import calibration
 from rnnrec_jax.data.events import SessionEvents
 from rnnrec_jax.data.purchases import first_buy_times
 from rnnrec_jax.metrics import roc_auc
@@ -1039,7 +1040,7 @@ def fit_classifier(
 
 
 def fit_platt(logits: np.ndarray, labels: np.ndarray, l2: float = 1e-4) -> tuple[float, float]:
-    """Platt scaling p = sigmoid(a * logit + b) by Newton's method (numpy).
+    """Platt scaling p = sigmoid(a * logit + b) (`rnnrec_jax.calibration.fit_platt`).
 
     Args:
         logits: raw logits on held-out rows.
@@ -1049,35 +1050,7 @@ def fit_platt(logits: np.ndarray, labels: np.ndarray, l2: float = 1e-4) -> tuple
     Returns:
         (a, b).
     """
-    x = np.asarray(logits, np.float64)
-    y = np.asarray(labels, np.float64)
-    design = np.stack([x, np.ones_like(x)], axis=1)
-    prior = np.array([1.0, 0.0])
-
-    def objective(c: np.ndarray) -> float:
-        z = design @ c
-        # Stable log-loss: log(1 + e^z) - y z.
-        return float(np.sum(np.logaddexp(0.0, z) - y * z) + 0.5 * l2 * np.sum((c - prior) ** 2))
-
-    coef = prior.copy()
-    current = objective(coef)
-    for _ in range(100):
-        p = 0.5 * (1.0 + np.tanh(0.5 * (design @ coef)))
-        grad = design.T @ (p - y) + l2 * (coef - prior)
-        hess = (design * (p * (1 - p))[:, None]).T @ design + l2 * np.eye(2)
-        step = np.linalg.solve(hess, grad)
-        # Damped Newton: halve the step until the objective does not increase.
-        scale = 1.0
-        while scale > 1e-6:
-            trial = coef - scale * step
-            value = objective(trial)
-            if value <= current:
-                break
-            scale *= 0.5
-        coef, current = trial, value
-        if np.abs(scale * step).max() < 1e-10:
-            break
-    return float(coef[0]), float(coef[1])
+    return calibration.fit_platt(logits, labels, l2)
 
 
 def fit_binning(

@@ -160,3 +160,12 @@ def test_ensemble_of_one_equals_the_model_and_of_two_is_servable(setup):
         CFG, models.stack_params([p, q]), enc, N_ITEMS, batch_size=1, ensemble=True
     )
     assert two_b1["mrr@20"] == pytest.approx(two["mrr@20"], abs=1e-9)
+
+
+def test_platt_scaling_stays_finite_on_wide_nearly_separable_logits():
+    # Undamped Newton returned a ~ 2e6 (a step function) on data like these.
+    rng = np.random.default_rng(0)
+    x = rng.normal(1.0, 2.0, 2972)
+    y = (rng.random(x.size) < 1 / (1 + np.exp(-(0.6 * x - 3.4)))).astype(float)
+    a, b = evaluate.fit_platt(x, y)
+    assert a == pytest.approx(0.6, abs=0.25) and b == pytest.approx(-3.4, abs=0.8)
