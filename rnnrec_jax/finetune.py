@@ -299,8 +299,9 @@ def fine_tune(
         learning_rate: step size of the item tables (embeddings and biases).
         encoder_lr_scale: the recurrent encoder's step size relative to the tables'
             (1: same; 0: the encoder is frozen and only the item rows learn).
-        optimiser: 'sgd' (with momentum; needs a full softmax), 'adam', 'adamw',
-            'adagrad' or 'rmsprop' (needs a full softmax).
+        optimiser: 'sgd' (with momentum; a sampled-softmax model, whose tables are
+            updated row by row, fine-tunes with its own optimiser instead), 'adam',
+            'adamw', 'adagrad' or 'rmsprop' (needs a full softmax).
         batch_size: parallel sessions (default: the model's training batch size,
             capped by the number of sessions with a target).
         seed: seed of dropout, negatives and order; equal arguments, equal result.
@@ -339,6 +340,10 @@ def fine_tune(
         # A fine-tune returns its last params: no moving average to carry along.
         param_ema=0.0,
     )
+    if optimiser == "sgd" and not tc.full_softmax:
+        # There is no row-wise SGD for the sampled tables; the model's own optimiser
+        # (`tc.optimiser` already is) keeps the trainer's default working for them.
+        optimiser = tc.optimiser
     enc = encode_events(events, model.vocab, buy_times=buy_times)
     counts = item_counts(enc, mc.item_capacity)
     state, _ = init_train_state(mc, tc, jax.random.PRNGKey(seed))

@@ -84,7 +84,9 @@ class TrainerSettings(WorkerSettings):
     )
     trainer_finetune_lr: float = Field(0.1, gt=0, le=100, description="Fine-tuning learning rate.")
     trainer_finetune_optimiser: str = Field(
-        "sgd", description="sgd (with momentum), adam, adamw, adagrad or rmsprop."
+        "sgd",
+        description="sgd (with momentum; a sampled-softmax model uses its own optimiser "
+        "instead), adam, adamw, adagrad or rmsprop.",
     )
     trainer_finetune_encoder_lr_scale: float = Field(
         1.0, ge=0, le=10, description="Encoder step size relative to the item tables'."

@@ -272,3 +272,14 @@ def test_drop_consecutive_repeats():
     kept = drop_consecutive_repeats(events)
     assert kept.item_ids.tolist() == ["a", "b", "a", "a"]
     assert kept.session_ids.tolist() == ["1", "1", "1", "2"]
+
+
+def test_the_default_sgd_falls_back_to_the_models_optimiser_for_sampled_tables(tiny):
+    # The trainer's default optimiser is sgd; every round failed for the gru4rec_*
+    # configurations (sampled softmax), whose tables are updated row by row.
+    sampled = dataclasses.replace(tiny, train_cfg=dataclasses.replace(tiny.train_cfg, n_sample=64))
+    shifted, _ = generate_sessions(400, 300, seed=5, start_time=LATER)
+    candidate = fine_tune(sampled, _frame(shifted), steps=10, seed=0)
+    info = candidate.metrics["fine_tune"]
+    assert info["steps"] == 10 and info["optimiser"] == tiny.train_cfg.optimiser
+    assert not _leaves_equal(candidate.params, tiny.params)
