@@ -701,7 +701,11 @@ def _loop(
                 pending.append(event)
             else:
                 trainer.add(event)
-        if armed is not None and consumer.caught_up(drain_to):
+        # A backlog (a first start on retained history, a long outage) would hold the
+        # whole rest of the log in `pending` before the round: past one window's worth
+        # the round runs on what has been read, and the next boundary follows it.
+        backlog = len(pending) >= settings.trainer_window_max_events
+        if armed is not None and (backlog or consumer.caught_up(drain_to)):
             trainer.run_round(armed, "event_time")
             newest = max([armed, *(event.ts for event in pending)])
             trainer.cadence.round_done(newest)
