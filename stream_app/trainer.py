@@ -105,7 +105,7 @@ class TrainerMetrics:
         )
         self.decisions = PromCounter(
             "rnnrec_trainer_decisions",
-            "Round outcomes: published, rejected, skipped, frozen, failed, abandoned.",
+            "Round outcomes: published, rejected, superseded, skipped, frozen, failed, abandoned.",
             ["outcome"],
             registry=r,
         )
@@ -217,6 +217,10 @@ class TopicPublisher:
         publish_decision(self.settings, version, decision)
 
 
+_UNKNOWN: Any = object()
+"""The serving pointer could not be read at the start of a round."""
+
+
 @dataclasses.dataclass
 class Decision:
     """What one round decided, as logged, counted and recorded."""
@@ -316,6 +320,7 @@ class OnlineTrainer:
             settings.trainer_interval_event_time_s, settings.trainer_interval_events
         )
         self.rounds_done = 0
+        self._pointer_at_start: Any = _UNKNOWN
         self.last_seen: dict[str, float] = {}
         self.decisions: list[Decision] = []
         self.metrics.set_model_version(str(model.version))
@@ -479,6 +484,17 @@ class OnlineTrainer:
                 f"{serving_report[metric]:.4f} - margin {s.trainer_margin:g}"
             )
             return
+        # An operator's rollback (or another publisher) during the fine-tune moved the
+        # pointer: publishing now would undo it, with a candidate judged against a
+        # model that is no longer served. The next round starts from the new pointer.
+        pointer = self.publisher.serving_version()
+        if self._pointer_at_start is not _UNKNOWN and pointer != self._pointer_at_start:
+            decision.outcome = "superseded"
+            decision.reason = (
+                f"the serving pointer moved from {self._pointer_at_start} to {pointer} "
+                "during the round"
+            )
+            return
         published = self.publisher.publish(candidate)
         self.model = dataclasses.replace(candidate, version=published)
         decision.outcome = "published"
@@ -500,8 +516,9 @@ class OnlineTrainer:
 
     def _follow_serving_pointer(self) -> None:
         """Start from what workers serve: re-read the model when the pointer moved."""
+        self._pointer_at_start = _UNKNOWN
         try:
-            version = self.publisher.serving_version()
+            version = self._pointer_at_start = self.publisher.serving_version()
             if version is None or version == str(self.model.version):
                 return
             model = self.publisher.load_serving()
