@@ -64,7 +64,9 @@ __all__ = [
     "UnsignedArtifact",
     "VocabularyMismatch",
     "canonical_json",
+    "check_layout",
     "expected_layout",
+    "layout_of",
     "pack_model",
     "rejection_reason",
     "unpack_model",
@@ -207,7 +209,8 @@ def expected_layout(model_cfg: ModelConfig) -> dict[str, dict[str, Any]]:
     return layout
 
 
-def _layout_of(params: Any) -> dict[str, dict[str, Any]]:
+def layout_of(params: Any) -> dict[str, dict[str, Any]]:
+    """The layout of real params, keyed as `expected_layout`."""
     return {
         key: {"shape": [int(d) for d in value.shape], "dtype": value.dtype.name}
         for key, value in flatten_tree(params).items()
@@ -253,7 +256,7 @@ def pack_model(
         },
         "vocabulary": json.loads(model.vocab.to_json()),
         "metrics": jsonable(dict(model.metrics or {})),
-        "layout": _layout_of(model.params),
+        "layout": layout_of(model.params),
         "size": len(data),
         "sha256": sha256_hex(data),
         "chunk_bytes": int(chunk_bytes),
@@ -360,9 +363,13 @@ def _vocabulary(manifest: Mapping[str, Any], model_cfg: ModelConfig) -> ItemVoca
         raise VocabularyMismatch(f"vocabulary does not load: {exc}") from None
 
 
-def _check_layout(manifest: Mapping[str, Any], model_cfg: ModelConfig) -> None:
+def check_layout(found: Mapping[str, Any], model_cfg: ModelConfig) -> None:
+    """Refuse params whose layout (`layout_of`) differs from what ``model_cfg`` builds.
+
+    Raises:
+        ArtifactShapeMismatch: a parameter missing, extra or of another shape/dtype.
+    """
     expected = expected_layout(model_cfg)
-    found = manifest["layout"]
     missing = sorted(set(expected) - set(found))
     extra = sorted(set(found) - set(expected))
     if missing or extra:
@@ -413,7 +420,7 @@ def unpack_model(
     data = _join_chunks(manifest, chunks)
     model_cfg, train_cfg, calibration = _configs(manifest)
     vocab = _vocabulary(manifest, model_cfg)
-    _check_layout(manifest, model_cfg)
+    check_layout(manifest["layout"], model_cfg)
     try:
         params = deserialize_params(data, _expected_tree(model_cfg.to_json()), check_finite=True)
     except ShapeMismatch as exc:

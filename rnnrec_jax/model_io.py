@@ -119,9 +119,17 @@ def load_trained_model(path: str | os.PathLike[str]) -> TrainedModel:
     config = ckpt.config or {}
     if config.get("format") != FORMAT:
         raise ModelArtifactError(f"{path}: not an rnnrec model (format {config.get('format')!r})")
-    model_cfg = ModelConfig.from_json(config["model"])
-    train_cfg = TrainConfig.from_json(config["train"]) if config.get("train") else None
-    vocab = ItemVocabulary.from_json(ckpt.vocabulary["item_vocabulary"])
+    try:
+        model_cfg = ModelConfig.from_json(config["model"])
+        train_cfg = TrainConfig.from_json(config["train"]) if config.get("train") else None
+        vocab = ItemVocabulary.from_json(ckpt.vocabulary["item_vocabulary"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelArtifactError(f"{path}: config or vocabulary does not load: {exc}") from None
+    # The checksums prove the arrays are what was written, not that they fit the
+    # config: a mismatch would only fail later, at warm-up or in every fine-tune round.
+    from rnnrec_jax.artifact import check_layout, layout_of  # artifact imports this module
+
+    check_layout(layout_of(ckpt.params), model_cfg)
     if vocab.capacity != model_cfg.item_capacity:
         raise ModelArtifactError(
             f"{path}: vocabulary capacity {vocab.capacity} != model capacity "

@@ -345,3 +345,17 @@ def test_unreadable_or_wrong_key_files_give_one_line_errors(tmp_path: Path) -> N
         with pytest.raises(KeyFileError, match=message) as caught:
             loader(path)
         assert "\n" not in str(caught.value)
+
+
+def test_a_checkpoint_whose_params_do_not_fit_its_config_is_refused_at_load(
+    tmp_path: Path, model: TrainedModel
+) -> None:
+    # Its checksums are intact; before, a worker or the trainer found out at warm-up.
+    from rnnrec_jax.model_io import load_trained_model, save_trained_model
+
+    wider = dataclasses.replace(model.model_cfg, hidden_sizes=(24,))
+    save_trained_model(tmp_path / "m", model.params, wider, model.vocab, version="w")
+    with pytest.raises(CheckpointError, match=r"parameter|params differ"):
+        load_trained_model(tmp_path / "m")
+    save_trained_model(tmp_path / "ok", model.params, model.model_cfg, model.vocab, version="o")
+    assert load_trained_model(tmp_path / "ok").version == "o"
