@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import os
 import shutil
 import signal
@@ -214,12 +215,25 @@ class LocalBroker:
     # -- process --------------------------------------------------------------
 
     def pid(self) -> int | None:
-        """The pid of the broker this folder started, if it still runs."""
+        """The pid of the broker this folder started, if it still runs.
+
+        The pid file outlives a broker killed with -9 or a reboot, and its number may
+        then belong to any other process: only a live ``kafka.Kafka`` started with
+        this folder's config counts (`down` would otherwise signal a stranger).
+        """
         try:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        return pid if _pid_alive(pid) else None
+        return pid if _pid_alive(pid) and self._runs_our_config(pid) else None
+
+    def _runs_our_config(self, pid: int) -> bool:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:  # no /proc (not Linux), or the process just went: trust the file
+            return True
+        config = str(self.state_dir / "server.properties").encode()
+        return b"kafka.Kafka" in cmdline and config in cmdline
 
     def status(self) -> dict[str, object]:
         """What is true right now: process alive, and answering metadata requests."""
@@ -270,7 +284,21 @@ class LocalBroker:
         if proc.returncode != 0:
             raise LocalBrokerError(f"formatting KRaft storage failed: {proc.stderr.strip()[:300]}")
 
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Hold this port's lock file: two `up` at once (two terminals running
+        `make test`) started two JVMs, and the loser's clean-up stopped the winner."""
+        self.state_dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.state_dir.parent / f"{self.state_dir.name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            yield
+
     def up(self, timeout_s: float = 300.0) -> str:
+        """Start the broker unless it already runs; wait until it answers (one at a time)."""
+        with self._exclusive():
+            return self._up(timeout_s)
+
+    def _up(self, timeout_s: float) -> str:
         """Start the broker unless it already runs; wait until it answers metadata.
 
         Returns:
@@ -361,8 +389,9 @@ class LocalBroker:
 
     def reset(self) -> None:
         """Stop the broker and delete its data (topics, offsets)."""
-        self.down()
-        shutil.rmtree(self.state_dir, ignore_errors=True)
+        with self._exclusive():
+            self.down()
+            shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def logs(self, lines: int = 50) -> str:
         """The last ``lines`` lines of the broker log."""
@@ -383,6 +412,20 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def local_port() -> int:
+    """The local broker's port: ``RNNREC_KAFKA_PORT``, else `DEFAULT_PORT`.
+
+    Raises:
+        LocalBrokerError: the variable is not a port number.
+    """
+    text = os.environ.get("RNNREC_KAFKA_PORT", "")
+    if not text:
+        return DEFAULT_PORT
+    if not text.isdigit() or not 1024 <= int(text) <= 65534:
+        raise LocalBrokerError(f"RNNREC_KAFKA_PORT: {text!r} is not a port in 1024..65534")
+    return int(text)
+
+
 @contextlib.contextmanager
 def demo_bootstrap(keep_broker: bool = False, echo: Callable[[str], None] = print) -> Iterator[str]:
     """The external cluster if one is configured, else the local broker, for a block.
@@ -398,15 +441,17 @@ def demo_bootstrap(keep_broker: bool = False, echo: Callable[[str], None] = prin
         echo(f"Kafka at {external}")
         yield external
         return
-    broker = LocalBroker()
+    broker = LocalBroker(port=local_port())
     started_here = broker.pid() is None
     if started_here:
         echo("starting the local Kafka broker ...")
-    bootstrap = broker.up()
-    echo(f"Kafka at {bootstrap}")
     try:
+        # Inside the try: the JVM runs in its own session, so a Ctrl-C during the
+        # wait would otherwise leave it running, and later demos would take it for
+        # someone else's and never stop it.
+        bootstrap = broker.up()
+        echo(f"Kafka at {bootstrap}")
         yield bootstrap
     finally:
-        if started_here and not keep_broker:
-            broker.down()
+        if started_here and not keep_broker and broker.down():
             echo("local broker stopped")
