@@ -3,7 +3,10 @@
 Every event becomes one clickstream record keyed by its user id (the session id
 where the data has no users), with a deterministic ``event_id`` (the session id and
 the event's position in the session), so replaying the same data twice produces the
-same ids and the worker recognises redeliveries. Original ``ts`` values are kept.
+same ids; the worker recognises a redelivered id among each user's last
+``RNNREC_HISTORY_LENGTH`` events (older ones, replayed again at new offsets, are
+applied again). Original ``ts`` values are kept. Every send's result is checked: a
+record the broker refuses stops the replay with its error.
 """
 
 from __future__ import annotations
@@ -122,6 +125,7 @@ def replay(
     started = time.monotonic()
     first_ts: float | None = None
     sent = 0
+    pending: list[Any] = []
     try:
         with tqdm(total=total, unit="ev", disable=not progress) as bar:
             for ts, key, value in clickstream_records(events):
@@ -135,10 +139,33 @@ def replay(
                     due = started + (ts - first_ts) / speedup
                 if due is not None and (wait := due - time.monotonic()) > 0:
                     time.sleep(wait)
-                producer.send(topic, key=key, value=value)
+                pending.append(producer.send(topic, key=key, value=value))
                 sent += 1
                 bar.update(1)
+                if len(pending) >= _CHECK_EVERY:
+                    pending = _unfinished(pending)
         producer.flush()
+        _unfinished(pending)  # all are done after the flush: raises for a failed one
     finally:
         producer.close()
     return sent
+
+
+_CHECK_EVERY = 10_000
+"""Sends between checks of the delivery results (memory stays bounded)."""
+
+
+def _unfinished(futures: list[Any]) -> list[Any]:
+    """The sends not answered yet; raises the broker's error of a failed one.
+
+    `KafkaProducer.flush` does not raise for records the broker refused (no write
+    permission, a record too large, a delivery timeout): without this the replay
+    reported them as sent and exited 0.
+    """
+    left = []
+    for future in futures:
+        if not future.is_done:
+            left.append(future)
+        elif future.failed():
+            raise future.exception
+    return left

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import orjson
 from kafka import KafkaConsumer, TopicPartition
 
 
@@ -18,13 +18,14 @@ def format_record(record: object) -> str:
     where = f"{record.topic}[{record.partition}]@{record.offset}"  # type: ignore[attr-defined]
     lines = [f"{where} key={key.decode('utf-8', 'replace') if key else None!r}"]
     for name, raw in headers:
-        lines.append(f"  {name}: {raw.decode('utf-8', 'replace')}")
+        lines.append(f"  {name}: {'(null)' if raw is None else raw.decode('utf-8', 'replace')}")
     if value is None:
         lines.append("  (tombstone)")
     else:
         try:
-            lines.append(orjson.dumps(orjson.loads(value), option=orjson.OPT_INDENT_2).decode())
-        except orjson.JSONDecodeError:
+            # The standard library keeps integers of any size exact (orjson: 64 bits).
+            lines.append(json.dumps(json.loads(value), indent=2, ensure_ascii=False))
+        except (ValueError, RecursionError):
             lines.append(f"  (not JSON, {len(value)} bytes) {value[:200]!r}")
     return "\n".join(lines)
 
