@@ -11,6 +11,7 @@ record the broker refuses stops the replay with its error.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -114,6 +115,7 @@ def replay(
         The number of records acknowledged.
     """
     from kafka import KafkaProducer
+    from kafka.errors import KafkaError
     from tqdm import tqdm
 
     if rate is not None and speedup is not None:
@@ -144,8 +146,12 @@ def replay(
                 bar.update(1)
                 if len(pending) >= _CHECK_EVERY:
                     pending = _unfinished(pending)
-        producer.flush()
-        _unfinished(pending)  # all are done after the flush: raises for a failed one
+        # kafka-python's flush raises "Future not done" for a refused record, before
+        # the send's own result is in; that result says why.
+        with contextlib.suppress(KafkaError):
+            producer.flush()
+        for future in pending:
+            future.get(timeout=_RESULT_WAIT_S)  # raises the broker's error
     finally:
         producer.close()
     return sent
@@ -153,14 +159,17 @@ def replay(
 
 _CHECK_EVERY = 10_000
 """Sends between checks of the delivery results (memory stays bounded)."""
+_RESULT_WAIT_S = 30.0
+"""How long the end of a replay waits for a send's result after the flush."""
 
 
 def _unfinished(futures: list[Any]) -> list[Any]:
     """The sends not answered yet; raises the broker's error of a failed one.
 
-    `KafkaProducer.flush` does not raise for records the broker refused (no write
-    permission, a record too large, a delivery timeout): without this the replay
-    reported them as sent and exited 0.
+    `KafkaProducer.flush` does not say which record the broker refused or why (no
+    write permission, a record too large, a delivery timeout; at best it raises a
+    vague "Future not done"): the results are checked here, every `_CHECK_EVERY`
+    sends and at the end.
     """
     left = []
     for future in futures:
