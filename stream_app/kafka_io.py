@@ -109,9 +109,10 @@ def drain(
 
         deadline = time.monotonic() + timeout_s
         parts: set[int] | None = None
-        while parts is None and time.monotonic() < deadline:
+        # kafka-python answers None or an empty set while it has no metadata yet.
+        while not parts and time.monotonic() < deadline:
             parts = consumer.partitions_for_topic(topic)
-            if parts is None:
+            if not parts:
                 time.sleep(0.2)
         if not parts:
             return []
