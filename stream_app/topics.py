@@ -22,6 +22,7 @@ Layout (names and counts come from `WorkerSettings`, ``RNNREC_*``):
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -315,9 +316,18 @@ def main(dry_run: bool, wait_s: float) -> None:
                 f"replication={spec.replication_factor}\t{configs}"
             )
         return
+    from kafka.errors import KafkaError
+
     admin = connect(settings, admin_settings, wait_s)
     try:
         report = ensure_topics(admin, specs)
+    except KafkaError as exc:
+        # Refusals an operator fixes (replication above the broker count, no create
+        # permission): one line in the Job's log, not a traceback.
+        detail = re.search(r"error_message='([^']+)'", str(exc))  # the broker's own words
+        raise click.ClickException(
+            f"Kafka refused: {type(exc).__name__}: {detail.group(1) if detail else exc}"
+        ) from None
     finally:
         admin.close()
     for name in report.created:

@@ -55,3 +55,16 @@ def test_creates_the_layout_then_is_idempotent_and_reports_drift(
     drift = run_topics(kafka_bootstrap, topic_prefix=prefix, partitions="6")
     assert drift.returncode == 1
     assert f"{prefix}clickstream: 3 partitions, rnnrec needs 6" in drift.stderr
+
+
+def test_a_refused_creation_is_one_line_with_the_brokers_reason(
+    kafka_bootstrap: str, unique_name: Callable[[str], str]
+) -> None:
+    # Before: a traceback in the Job's log.
+    result = run_topics(
+        kafka_bootstrap, topic_prefix=f"{unique_name('rf')}-", replication_factor="3"
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "replication factor of 3 cannot be reached" in lines[0]
