@@ -368,11 +368,11 @@ class ClickstreamServer:
                    exc, exc_info=True)  # fmt: skip
         reason = Rejection(ErrorKind.PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"[:500])
         await asyncio.gather(await self._send_dead_letter(self._dead_letter(event.message, reason)))
-        await self._ack(stream, event)
-
-    async def _ack(self, stream: faust.StreamT, event: Any) -> None:
         await stream.ack(event)
-        message = event.message
+        self._note_acked(event.message)
+
+    def _note_acked(self, message: Any) -> None:
+        # Plain, not a coroutine: it runs once per event on the hot path.
         tp = (message.topic, message.partition)
         if message.offset > self.acked_upto.get(tp, -1):
             self.acked_upto[tp] = message.offset
@@ -462,7 +462,8 @@ class ClickstreamServer:
 
         # (3) Ack: the commit timer may now commit these offsets.
         for event in events:
-            await self._ack(stream, event)
+            await stream.ack(event)
+            self._note_acked(event.message)
 
     def forget_offsets(self) -> None:
         """Forget expected offsets (a rebalance: Faust seeks to the committed offsets)."""
