@@ -940,6 +940,15 @@ class ClickstreamServer:
             _current_event.reset(token)
 
 
+STATE_TABLE = "user-state"
+"""The per-user state table's name (its changelog: `changelog_topic`)."""
+
+
+def changelog_topic(settings: WorkerSettings) -> str:
+    """The state table's changelog topic, named as Faust names it."""
+    return f"{settings.app_id}-{STATE_TABLE}-changelog"
+
+
 def ensure_topics(settings: WorkerSettings) -> None:
     """Check the input and output topics; create missing ones if the settings allow.
 
@@ -991,6 +1000,16 @@ def ensure_topics(settings: WorkerSettings) -> None:
                     f"{settings.topic(role)} has {len(found)} partitions but "
                     f"RNNREC_PARTITIONS={settings.partitions}; they must match"
                 )
+        # So must the state's changelog, if it exists (Faust creates it at start):
+        # else every state write fails after its outputs were sent.
+        changelog = changelog_topic(settings)
+        found = consumer.partitions_for_topic(changelog) or set()
+        if found and len(found) != settings.partitions:
+            raise ValueError(
+                f"{changelog} has {len(found)} partitions but RNNREC_PARTITIONS="
+                f"{settings.partitions}: the state lives on the changelog's partitions, so "
+                "keep its count (or delete the changelog and lose the users' state)"
+            )
     finally:
         consumer.close()
 
@@ -1112,7 +1131,7 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
     roles = ("recommendations", "purchase_predictions", "dlq", "clickstream_repartition")
     topics = {role: raw_topic(role) for role in roles}
     table = app.Table(
-        "user-state",
+        STATE_TABLE,
         key_type=str,
         value_type=bytes,  # bytes -> the "raw" serializer: values are encode_state() output
         partitions=settings.partitions,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer
 
+from stream_app.kafka_io import create_topics
 from tests.worker_harness import WORKER_ARGS, make_setup
 
 
@@ -46,3 +47,19 @@ def test_worker_without_create_permission_names_the_missing_topics_and_creates_n
         assert ours == {setup.topic("clickstream")}
     finally:
         consumer.close()
+
+
+def test_a_changelog_with_another_partition_count_stops_the_worker_in_one_line(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    # Inputs re-partitioned to 2 while the state's changelog kept 3: before, every
+    # state write failed after its outputs were sent (each event output twice, then
+    # sent to the DLQ, its state never stored).
+    setup = make_setup(kafka_bootstrap, unique_name, tmp_path, partitions=2)
+    changelog = f"{setup.app_id}-user-state-changelog"
+    create_topics(kafka_bootstrap, [changelog], partitions=3, configs={"cleanup.policy": "compact"})
+    result = _run_worker(setup.env())
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith(f"rnnrec: error: {changelog} has 3 partitions"), lines[-1:]
+    assert "Traceback" not in result.stderr
