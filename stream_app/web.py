@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import faust
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
@@ -95,6 +96,18 @@ def register_views(runtime: WorkerRuntime) -> None:
                 pass
             except (TypeError, KeyError):
                 pass
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # The owner is gone (it keeps its partitions until the group notices).
+                return self.json(
+                    {"user_id": user_id, "error": f"the owning worker did not answer: {exc!r}"},
+                    status=503,
+                )
+            if not readiness(app, model_loaded=True)["recovery_complete"]:
+                # A user not recovered yet is not a user who does not exist.
+                return self.json(
+                    {"user_id": user_id, "error": "the state is being recovered; retry"},
+                    status=503,
+                )
             data = table.get(user_id)
             if data is None:
                 return self.json({"user_id": user_id, "found": False}, status=404)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -130,12 +132,28 @@ def test_ready_is_false_during_table_recovery_then_true(
     records = [(orjson.dumps(f"user-{i}"), value) for i in range(60_000)]
     produce(kafka_bootstrap, changelog, records)
 
+    user_view: list[int] = []
+    done = threading.Event()
+
+    def poll_user() -> None:
+        # A user whose state is not recovered yet must not be reported as unknown.
+        while not done.is_set():
+            status, _ = get_json(setup.url("/users/user-123/recommendations"), timeout_s=1.0)
+            if status:
+                user_view.append(status)
+            time.sleep(0.05)
+
     with running_process(WORKER_ARGS, setup.env(), setup.log) as proc:
+        poller = threading.Thread(target=poll_user, daemon=True)
+        poller.start()
         seen = wait_ready(setup, proc, timeout_s=120)
+        done.set()
+        poller.join()
         status, body = get_json(setup.url("/users/user-123/recommendations"))
         metrics = get_json(setup.url("/health"))
     assert seen[-1]["ready"] and seen[-1]["recovery_complete"]
     recovering = [s for s in seen if s["status"] == 503 and not s["recovery_complete"]]
     assert recovering, f"never saw recovery in progress: {seen[:3]}"
     assert status == 200 and body["items"] == ["1", "2"] and body["event_id"] == "e-last"
+    assert 404 not in user_view, user_view  # 503 (retry) while recovering, never "unknown"
     assert metrics == (200, {"status": "ok"})
