@@ -156,7 +156,11 @@ def split(raw_dir: Path, out_dir: Path, days: float) -> None:
     "--seed", type=click.IntRange(min=0), default=None, help="Override the config's seed."
 )
 @click.option(
-    "--version", "version", default="1", show_default=True, help="Model version to write."
+    "--version",
+    "version",
+    default=None,
+    help="Model version to write (default: 'm-' and a digest of the params, so two "
+    "different models never share a name on model-updates or in a worker's state).",
 )
 def train(
     config_spec: str,
@@ -166,9 +170,10 @@ def train(
     out_dir: Path,
     epochs: int | None,
     seed: int | None,
-    version: str,
+    version: str | None,
 ) -> None:
     """Train a model and write a verified checkpoint, its history and a training curve."""
+    from rnnrec_jax.finetune import params_digest
     from rnnrec_jax.model_io import save_trained_model
     from rnnrec_jax.plots import plot_training_curve
     from rnnrec_jax.train import train_and_evaluate
@@ -191,6 +196,9 @@ def train(
         metrics["valid"] = {
             k: v for k, v in result.valid_report.items() if not k.endswith("reliability")
         }
+    # Every model was "1" before: a worker's local fallback and a version on the topic
+    # could then share a name with other params, and the follower never swapped.
+    version = version or "m-" + params_digest(result.params)[:12]
     path = save_trained_model(
         out_dir, result.params, result.model_cfg, result.vocab, version=version,
         train_cfg=result.train_cfg, purchase_calibration=result.purchase_calibration,

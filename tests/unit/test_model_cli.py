@@ -92,3 +92,18 @@ def test_unknown_config_is_a_usage_error(synthetic_split: Path) -> None:
     )
     assert proc.returncode == 2
     assert "unknown config" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_default_version_names_the_params(synthetic_split: Path) -> None:
+    # Every model was "1": two different models could share a name on model-updates.
+    versions = []
+    for seed in (0, 0, 1):
+        out = synthetic_split / f"v-seed{seed}-{len(versions)}"
+        proc = rnnrec(
+            "train", "--config", "tiny", "--train", "train.tsv", "--out", str(out),
+            "--epochs", "1", "--seed", str(seed), cwd=synthetic_split,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        versions.append(load_trained_model(out).version)
+    assert versions[0].startswith("m-") and len(versions[0]) == 14
+    assert versions[0] == versions[1] != versions[2]  # same params, same name
