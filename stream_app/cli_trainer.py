@@ -6,18 +6,11 @@ import logging
 
 import click
 
-from stream_app.cli_worker import LOG_LEVELS
+from stream_app.cli_worker import loglevel_option
 
 
 @click.command()
-@click.option(
-    "-l",
-    "--loglevel",
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    default="info",
-    show_default=True,
-    help="Log level.",
-)
+@loglevel_option
 def trainer(loglevel: str) -> None:
     """Fine-tune the served model from clickstream and publish better versions.
 

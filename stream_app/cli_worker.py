@@ -9,19 +9,19 @@ import click
 
 from stream_app.settings import SettingsError, WorkerSettings, load_settings
 
-LOG_LEVELS = ["critical", "error", "warning", "warn", "info", "debug"]
-"""What ``-l`` takes (Faust's and the logging module's names)."""
+loglevel_option = click.option(
+    "-l",
+    "--loglevel",
+    # Faust's and the logging module's names; checked before anything connects.
+    type=click.Choice(["critical", "error", "warning", "warn", "info", "debug"], False),
+    default="info",
+    show_default=True,
+    help="Log level.",
+)
 
 
 @click.command()
-@click.option(
-    "-l",
-    "--loglevel",
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    default="info",
-    show_default=True,
-    help="Faust log level.",
-)
+@loglevel_option
 def worker(loglevel: str) -> None:
     """Run a serving worker (configured by RNNREC_* environment variables)."""
     settings = _settings()
