@@ -5,12 +5,15 @@
 1. ``RNNREC_SCORER_FACTORY`` (tests, plug-ins): served as is; the topic is not read
    and nothing is followed.
 2. With ``RNNREC_MODEL_FOLLOW`` on (the default): the version the ``model-updates``
-   serving pointer names, if it validates fully. The topic wins over
-   ``RNNREC_MODEL_SOURCE`` because it is where new versions and rollbacks are
-   decided; a checkpoint baked into an image would otherwise undo a rollback on
-   every restart.
-3. ``RNNREC_MODEL_SOURCE`` (a checkpoint directory): when there is no pointer, or the
-   pointed version is refused (counted in ``rnnrec_model_rejections``).
+   serving pointer names, if it validates fully; if it is refused (counted in
+   ``rnnrec_model_rejections``), the newest version the pointer names as ``previous``
+   that validates, which is what running workers kept serving when they refused it.
+   The topic wins over ``RNNREC_MODEL_SOURCE`` because it is where new versions and
+   rollbacks are decided; a checkpoint baked into an image would otherwise undo a
+   rollback on every restart, and a restarted worker would serve other params than
+   its peers.
+3. ``RNNREC_MODEL_SOURCE`` (a checkpoint directory): when there is no pointer, or no
+   version it names validates.
 
 **Following** (`ModelFollower`): a thread with a kafka-python consumer (no group,
 every partition assigned, from the beginning) applies ``model-updates`` records to a
@@ -94,14 +97,26 @@ def startup_model(settings: WorkerSettings) -> StartupModel:
             log.warning("model-updates unreadable at start (%s: %s)", type(exc).__name__, exc)
         pointer = registry.serving if registry is not None else None
         if registry is not None and pointer is not None:
-            try:
-                model = validate_version(registry, pointer.version, public_key)
-                startup.scorer = _build(settings)(model)
+            # The pointed version, else the newest earlier one that validates: what the
+            # running workers kept serving when they refused the same pointer.
+            for version in pointer.candidates():
+                try:
+                    model = validate_version(registry, version, public_key)
+                    startup.scorer = _build(settings)(model)
+                except Exception as exc:
+                    entry = registry.versions.get(version)
+                    startup.rejected.add((version, entry.fingerprint if entry else ()))
+                    startup.rejection_reasons.append(_refused(version, exc))
+                    continue
                 startup.source = "topic"
-            except Exception as exc:
-                entry = registry.versions.get(pointer.version)
-                startup.rejected.add((pointer.version, entry.fingerprint if entry else ()))
-                startup.rejection_reasons.append(_refused(pointer.version, exc))
+                if version != pointer.version:
+                    log.warning(
+                        "serving %s, the newest earlier version that validates; the "
+                        "pointer names %s",
+                        version,
+                        pointer.version,
+                    )
+                break
     if startup.scorer is None:
         if not settings.model_source:
             raise ValueError(

@@ -24,7 +24,12 @@ params, which is what workers compare carries by.
 
 **Pruning**: after publishing, versions beyond ``model_keep_versions`` (oldest by
 manifest ``created``) are tombstoned (manifest first, then chunks), never the served
-one. Chunks left by killed publications are tombstoned after an hour. Decisions stay.
+one nor the versions its pointer names as ``previous``.
+
+**Fallbacks**: the pointer record also names the versions it named before
+(``previous``, newest first, at most ``model_keep_versions``), so a worker that starts
+while the pointed version is refused serves the newest earlier one that validates:
+the version its running peers kept serving when they refused the same record. Chunks left by killed publications are tombstoned after an hour. Decisions stay.
 
 The serving pointer is not signed: whoever may write the topic can point workers at
 any version that is on it; every such version still has to verify (signature when a
@@ -82,6 +87,7 @@ DECISION = "decision"
 _FETCH_BYTES = 64 * 1024 * 1024
 _STALE_PARTIAL_MS = 3600 * 1000  # chunks without a manifest older than this are leftovers
 _ACK_TIMEOUT_S = 60.0
+_MAX_PREVIOUS = 32  # previous versions a pointer record may name
 
 
 class RegistryError(Exception):
@@ -165,6 +171,13 @@ class ServingPointer:
     updated: float
     reason: str
     offset: int
+    previous: tuple[str, ...] = ()
+    """Versions the pointer named before, newest first (the fallbacks of a worker that
+    starts while ``version`` is refused: the versions its peers still serve)."""
+
+    def candidates(self) -> list[str]:
+        """``version``, then ``previous``: the order a starting worker tries them in."""
+        return [self.version, *(v for v in self.previous if v != self.version)]
 
 
 @dataclass
@@ -247,11 +260,16 @@ def _parse_pointer(value: bytes | None, offset: int) -> ServingPointer | None:
     parsed, _ = _parse_object(value)
     if parsed is None or not isinstance(parsed.get("version"), str):
         return None  # a tombstone or garbage pointer: nothing is designated
+    previous = parsed.get("previous")
     return ServingPointer(
         version=parsed["version"],
         updated=_seconds(parsed.get("updated")),
         reason=str(parsed.get("reason", "")),
         offset=offset,
+        # Bounded: any record must be harmless to every reader.
+        previous=tuple(v for v in previous[:_MAX_PREVIOUS] if isinstance(v, str))
+        if isinstance(previous, list)
+        else (),
     )
 
 
@@ -480,8 +498,20 @@ def _send_pointer(producer: Any, topic: str, key: str, pointer: bytes) -> None:
     _send_all(producer, topic, [(key, pointer)])
 
 
-def _pointer_value(version: str, reason: str) -> bytes:
-    return canonical_json({"version": version, "updated": time.time(), "reason": reason})
+def _previous_versions(registry: Registry, version: str, keep: int) -> list[str]:
+    """The versions a new pointer to ``version`` names as ``previous``: the current
+    pointer's version, then its own previous ones; at most ``keep``."""
+    current = registry.serving
+    if current is None:
+        return []
+    chain = [v for v in current.candidates() if v != version]
+    return list(dict.fromkeys(chain))[: max(0, min(keep, _MAX_PREVIOUS))]
+
+
+def _pointer_value(version: str, reason: str, previous: list[str]) -> bytes:
+    return canonical_json(
+        {"version": version, "updated": time.time(), "reason": reason, "previous": previous}
+    )
 
 
 def _unused_version(registry: Registry, wanted: str) -> str:
@@ -572,6 +602,12 @@ def publish_model(
         chunk_records += [
             (f"{base}/{CHUNK}/{i}", None) for i in sorted(leftover.chunks) if i >= len(chunks)
         ]
+    keep_versions = settings.model_keep_versions
+    if serve:
+        previous = _previous_versions(registry, version, keep_versions)
+        serving_chain = [version, *previous]
+    else:
+        serving_chain = registry.serving.candidates() if registry.serving else []
     producer = _producer(settings, max_bytes)
     try:
         _send_chunks(producer, topic, chunk_records, progress)
@@ -581,12 +617,12 @@ def publish_model(
                 producer,
                 topic,
                 f"{settings.model_name}/{SERVING}",
-                _pointer_value(version, reason),
+                _pointer_value(version, reason, previous),
             )
         # This process's view now includes the new version (pruning counts it).
         registry.apply(f"{base}/{MANIFEST}".encode(), manifest_bytes, -1, int(time.time() * 1000))
-        serving = version if serve else (registry.serving.version if registry.serving else None)
-        _prune(producer, settings, registry, keep={version} | ({serving} if serving else set()))
+        # Never prune what a worker may serve: the pointed version and its fallbacks.
+        _prune(producer, settings, registry, keep={version, *serving_chain})
     finally:
         producer.close()
     log.info(
@@ -630,7 +666,9 @@ def set_serving(settings: WorkerSettings, version: str, reason: str) -> None:
             producer,
             registry.topic,
             f"{settings.model_name}/{SERVING}",
-            _pointer_value(version, reason),
+            _pointer_value(
+                version, reason, _previous_versions(registry, version, settings.model_keep_versions)
+            ),
         )
     finally:
         producer.close()

@@ -404,6 +404,58 @@ def test_bad_artifacts_and_killed_publishers_never_replace_the_served_model(
         assert metric(setup, "rnnrec_model_swaps_total") == 1
 
 
+def test_a_worker_started_while_the_pointed_version_is_refused_serves_the_previous_one(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path, tiny: tuple
+) -> None:
+    # Running workers refuse a bad pointed version and keep serving the one before; a
+    # worker (re)started then must serve that same version, not another checkpoint, and
+    # must start at all when it has no RNNREC_MODEL_SOURCE.
+    _, base = tiny
+    setup = make_setup(kafka_bootstrap, unique_name, tmp_path, partitions=1)
+    private, public = write_keypair(tmp_path / "keys")
+    foreign, _ = write_keypair(tmp_path / "foreign")
+    good = publish_model(
+        settings_for(setup, model_signing_key=private), dataclasses.replace(base, version="good")
+    )
+    # Published with the wrong key: every worker that verifies refuses it.
+    bad = publish_model(
+        settings_for(setup, model_signing_key=foreign), perturbed(base, "wrong-key", 0.01)
+    )
+    registry = read_registry(settings_for(setup))
+    assert registry.serving is not None
+    assert registry.serving.candidates() == [bad, good]
+    env = {**MODEL_ENV, "RNNREC_MODEL_SOURCE": "", "RNNREC_MODEL_VERIFY_KEY": str(public)}
+    clicks = Clicks(list(base.vocab.items[:60]))
+    with running_worker(setup, **env) as proc:
+        assert metric(setup, "rnnrec_model_rejections_total", reason="bad_signature") == 1
+        assert metric(setup, "rnnrec_model_version_info", version=good) == 1
+        (out,) = send_and_read(setup, clicks.make(["u1"]), 1, proc)
+        assert out["model_version"] == good
+        time.sleep(2)  # the follower has read the topic: it must not retry the refused one
+        assert metric(setup, "rnnrec_model_rejections_total", reason="bad_signature") == 1
+        assert "serving good, the newest earlier version that validates" in setup.log.read_text()
+
+
+def test_pruning_keeps_the_newest_versions_and_the_pointers_fallbacks(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path, tiny: tuple
+) -> None:
+    _, base = tiny
+    setup = make_setup(kafka_bootstrap, unique_name, tmp_path, partitions=1)
+    settings = settings_for(setup, model_keep_versions=2)
+    for i, version in enumerate(("a", "b", "c", "d")):
+        assert publish_model(settings, perturbed(base, version, 0.01 * i)) == version
+    registry = read_registry(settings)
+    assert registry.serving is not None and registry.serving.candidates() == ["d", "c", "b"]
+    # The two newest, plus b: the newest fallback a restarted worker may need.
+    assert [e.version for e in registry.published()] == ["b", "c", "d"]
+    assert "a" not in registry.versions  # manifest and chunks tombstoned
+    # A version published without serving does not push the fallbacks out.
+    assert publish_model(settings, perturbed(base, "e", 0.05), serve=False) == "e"
+    registry = read_registry(settings)
+    assert registry.serving.candidates() == ["d", "c", "b"]
+    assert [e.version for e in registry.published()] == ["b", "c", "d", "e"]
+
+
 def rnnrec(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "stream_app.cli", *args],
