@@ -82,9 +82,9 @@ def user() -> None:
 @click.argument("user_id")
 def delete_user(user_id: str) -> None:
     """Forget USER_ID's state (a delete command on clickstream, applied in order)."""
+    from stream_app.events import COMMAND_HEADER, DELETE_USER
     from stream_app.kafka_io import produce
     from stream_app.kafka_security import kafka_python_kwargs
-    from stream_app.worker import COMMAND_HEADER, DELETE_USER
 
     settings = _settings()
     produce(

@@ -34,6 +34,11 @@ _QUOTED_FIELDS = tuple(f'"{name}"'.encode() for name in _READ_FIELDS)
 # terminals and Kafka tooling that print keys.
 _CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f]")
 
+COMMAND_HEADER = "rnnrec.command"
+"""A clickstream record with this header set to ``delete-user`` deletes its key's state
+(the worker's table, the trainer's window)."""
+DELETE_USER = b"delete-user"
+
 
 class ErrorKind(enum.StrEnum):
     """Why an input record was rejected (the DLQ header ``rnnrec.error.kind``)."""

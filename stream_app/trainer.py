@@ -54,7 +54,14 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client import Counter as PromCounter
 
-from stream_app.events import ClickEvent, InputLimits, Rejection, decode_click_event
+from stream_app.events import (
+    COMMAND_HEADER,
+    DELETE_USER,
+    ClickEvent,
+    InputLimits,
+    Rejection,
+    decode_click_event,
+)
 from stream_app.trainer_settings import TrainerSettings
 from stream_app.trainer_window import Cadence, SessionWindow, split_holdout
 
@@ -147,6 +154,11 @@ class TrainerMetrics:
         )
         self.items_deferred = Gauge(
             "rnnrec_trainer_items_deferred", "New items left without a row last round.", registry=r
+        )
+        self.users_deleted = PromCounter(
+            "rnnrec_trainer_users_deleted",
+            "Delete-user commands applied: the user's events left the window.",
+            registry=r,
         )
         self.model_version = Gauge(
             "rnnrec_trainer_model_version_info",
@@ -331,6 +343,13 @@ class OnlineTrainer:
         self.window.add(event)
         self.cadence.events_since_round += 1
         self.metrics.events_consumed.inc()
+
+    def forget_user(self, user_id: str) -> int:
+        """Apply a delete-user command: the user's events leave the window, so no later
+        round trains or evaluates on them. Returns the events removed."""
+        removed = self.window.forget_user(user_id)
+        self.metrics.users_deleted.inc()
+        return removed
 
     def update_gauges(self) -> None:
         """Refresh the window gauges."""
@@ -709,6 +728,12 @@ def _loop(
     while not stop.is_set():
         records = consumer.poll(settings.trainer_poll_timeout_s)
         for event in _decode(records, limits, trainer.metrics, settings.repartition):
+            if isinstance(event, UserDeletion):
+                # In log order: events of the user read before the command go, later
+                # ones (the user came back) stay.
+                pending = [e for e in pending if e.user_id != event.user_id]
+                trainer.forget_user(event.user_id)
+                continue
             if armed is None:
                 boundary = trainer.cadence.crossing(event.ts)
                 if boundary is not None:
@@ -744,18 +769,27 @@ def _loop(
     # trainer starts a fresh window either way (see the module docstring).
 
 
+@dataclasses.dataclass(frozen=True)
+class UserDeletion:
+    """A delete-user command read from ``clickstream`` (`rnnrec user delete`)."""
+
+    user_id: str
+
+
 def _decode(
     records: Iterable[Any], limits: InputLimits, metrics: TrainerMetrics, any_key: bool
-) -> Iterable[ClickEvent]:
-    """Valid events of a poll. ``any_key``: the workers repartition events keyed by
-    something else than user_id and serve them, so the trainer learns from them too
-    (from ``clickstream``; it never reads ``clickstream-repartition``, which would
-    count them twice)."""
+) -> Iterable[ClickEvent | UserDeletion]:
+    """Valid events and delete-user commands of a poll. ``any_key``: the workers
+    repartition events keyed by something else than user_id and serve them, so the
+    trainer learns from them too (from ``clickstream``; it never reads
+    ``clickstream-repartition``, which would count them twice)."""
     now = time.time()
     for record in records:
         headers = dict(record.headers or ())
-        if headers.get("rnnrec.command"):
-            continue  # a command for the worker (user deletion), not an event
+        if headers.get(COMMAND_HEADER) is not None:
+            if headers[COMMAND_HEADER] == DELETE_USER and record.key:
+                yield UserDeletion(record.key.decode("utf-8", "replace"))
+            continue  # a command, not an event
         decoded = decode_click_event(record.key, record.value, limits, now, check_key=not any_key)
         if isinstance(decoded, Rejection):
             metrics.events_rejected.labels(reason=str(decoded.kind)).inc()

@@ -88,6 +88,17 @@ class SessionWindow:
         self._user_sessions[event.user_id] = (max(last_ts, event.ts), number)
         return f"{event.user_id}{_SEP}#{number}"
 
+    def forget_user(self, user_id: str) -> int:
+        """Remove every event of ``user_id`` (a deletion request); returns how many."""
+        prefix = f"{user_id}{_SEP}"
+        kept = deque(e for e in self._events if not e.session.startswith(prefix))
+        removed = len(self._events) - len(kept)
+        self._events = kept
+        for session in [s for s in self._sessions if s.startswith(prefix)]:
+            del self._sessions[session]
+        self._user_sessions.pop(user_id, None)
+        return removed
+
     def forget_idle_users(self) -> None:
         """Drop the sessionising memory of users idle for longer than the window."""
         horizon = self.newest_ts - max(self.max_age_s, self.session_gap_s)

@@ -88,7 +88,15 @@ from prometheus_client import Gauge
 
 from stream_app.dlq import DeadLetter, dead_letter
 from stream_app.event_loop import loop_implementation
-from stream_app.events import ClickEvent, ErrorKind, InputLimits, Rejection, decode_click_event
+from stream_app.events import (
+    COMMAND_HEADER,
+    DELETE_USER,
+    ClickEvent,
+    ErrorKind,
+    InputLimits,
+    Rejection,
+    decode_click_event,
+)
 from stream_app.kafka_fetch import limit_fetch_wait
 from stream_app.metrics import WorkerMetrics
 from stream_app.output_batch import OutputBatch, app_producer
@@ -119,9 +127,6 @@ RECOMMENDATIONS_SCHEMA_VERSION = 2
 """2: the explanation is ``{method, recent_items, weights}`` with a weight per
 (recommended item, recent item); 1 listed per recommended item its positive causes
 (``per_item``). A result stored before the change is re-sent as version 1."""
-COMMAND_HEADER = "rnnrec.command"
-"""A clickstream record with this header set to ``delete-user`` deletes its key's state."""
-DELETE_USER = b"delete-user"
 _PENDING_CARRY = np.zeros(0, np.float32)
 _STEP_POLL_S = 0.0005
 """How often the event loop checks whether XLA has finished a micro-batch's step."""

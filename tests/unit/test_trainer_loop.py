@@ -89,3 +89,48 @@ def test_a_backlog_runs_rounds_on_a_bounded_pending_list() -> None:
     assert trainer.rounds[0][1] < 3 * 1000 + 1440 + 100
     assert len(trainer.rounds) > 3
     assert trainer.added == len(consumer.records)
+
+
+class Recorder(Trainer):
+    """Keeps the events handed over and applies deletions to them."""
+
+    def __init__(self, stop: threading.Event, consumer: Any) -> None:
+        super().__init__(stop, consumer, _loop)
+        self.events: list[Any] = []
+        self.deleted: list[str] = []
+
+    def add(self, event: Any) -> None:
+        self.events.append(event)
+
+    def forget_user(self, user_id: str) -> int:
+        self.deleted.append(user_id)
+        before = len(self.events)
+        self.events = [e for e in self.events if e.user_id != user_id]
+        return before - len(self.events)
+
+
+def click_record(i: int, user: str, ts: float) -> Record:
+    value = {"event_id": f"e{i}", "user_id": user, "item_id": str(i), "ts": ts}
+    return Record(user.encode(), orjson.dumps(value))
+
+
+def test_a_delete_command_removes_the_users_earlier_events_pending_ones_included() -> None:
+    # Before: the trainer skipped every command, so a deleted user's events stayed in
+    # its window (trained on, evaluated on) until they aged out.
+    stop = threading.Event()
+    consumer = Backlog(events=0, per_poll=1)
+    records = [click_record(i, ("u1", "u2")[i % 2], T0 + i * 60.0) for i in range(6)]
+    # A day later: the first of these crosses the boundary; the round waits for the
+    # end of the log, so these are held as pending when the command arrives.
+    records += [click_record(10 + i, ("u1", "u2")[i % 2], T0 + DAY + i) for i in range(4)]
+    records.append(Record(b"u1", b"{}", (("rnnrec.command", b"delete-user"),)))
+    records.append(Record(b"u2", b"{}", (("rnnrec.command", b"other-command"),)))
+    records.append(click_record(20, "u1", T0 + DAY + 10))  # u1 comes back afterwards
+    consumer.records = records
+    trainer = Recorder(stop, consumer)
+    _loop(load_trainer_settings(), trainer, consumer, stop)  # type: ignore[arg-type]
+    assert trainer.rounds, "the boundary was crossed: a round ran"
+    assert trainer.deleted == ["u1"]
+    kept = [(e.user_id, e.event_id) for e in trainer.events]
+    assert kept == [("u2", "e1"), ("u2", "e3"), ("u2", "e5"), ("u2", "e11"), ("u2", "e13"),
+                    ("u1", "e20")]  # fmt: skip

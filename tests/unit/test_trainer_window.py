@@ -142,3 +142,15 @@ def test_cadence_counts_event_time_only_up_to_the_clock():
     assert cadence.crossing(now - 50) == 10_800.0
     cadence.round_done(now + 20 * 3600)
     assert cadence.next_boundary == 14_400.0
+
+
+def test_forget_user_removes_every_event_of_that_user_only():
+    window = SessionWindow(max_events=100, max_age_s=1e6, session_gap_s=30.0)
+    for ts, user, session in [(1, "u1", "s"), (2, "u10", "s"), (3, "u1", None), (4, "u1", "t")]:
+        window.add(event(user, f"i{ts}", float(ts), session=session))
+    assert window.forget_user("u1") == 3
+    assert window.snapshot().item_ids.tolist() == ["i2"]  # u10 is another user
+    assert len(window) == 1 and window.n_sessions == 1
+    assert window.forget_user("nobody") == 0
+    window.add(event("u1", "back", 5.0))  # a user who comes back starts afresh
+    assert sorted(window.snapshot().item_ids.tolist()) == ["back", "i2"]
