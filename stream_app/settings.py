@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import os
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -211,8 +212,12 @@ class WorkerSettings(KafkaSecuritySettings):
 
     # --- Per-user state --------------------------------------------------------------
     store: str = Field("memory://", description="Table store: memory:// or rocksdb://.")
-    data_dir: Path = Field(
-        Path("/tmp/rnnrec-worker"), description="Faust data dir (RocksDB files live here)."
+    data_dir: Path | None = Field(
+        None,
+        description=(
+            "Faust data dir (RocksDB files live here); one per worker process. Default: "
+            "rnnrec-worker/<app id> in the temp dir, so apps on one host never share files."
+        ),
     )
     session_policy: SessionPolicy = Field(
         SessionPolicy.NEW_SESSION_ID, description="When the hidden state resets."
@@ -405,6 +410,13 @@ class WorkerSettings(KafkaSecuritySettings):
             ``topic_prefix`` + the configured name.
         """
         return self.topic_prefix + getattr(self, "topic_" + role.replace("-", "_"))
+
+    @property
+    def state_dir(self) -> Path:
+        """The data dir in use: ``data_dir``, or one per app id in the temp dir."""
+        if self.data_dir is not None:
+            return self.data_dir
+        return Path(tempfile.gettempdir()) / "rnnrec-worker" / self.app_id
 
     @property
     def broker_url(self) -> str:

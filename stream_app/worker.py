@@ -1054,7 +1054,7 @@ def faust_app_options(settings: WorkerSettings, security: Any = None) -> dict[st
         # TLS/SASL for the consumer, producer and admin alike (None: PLAINTEXT).
         "broker_credentials": None if security is None else security.broker_credentials,
         "store": settings.store,
-        "datadir": str(settings.data_dir),
+        "datadir": str(settings.state_dir),
         "topic_partitions": settings.partitions,
         "topic_replication_factor": settings.replication_factor,
         "broker_commit_interval": settings.commit_interval_s,

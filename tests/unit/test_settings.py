@@ -146,3 +146,15 @@ def test_producer_batching_settings_reach_faust_and_its_producer(
     # What aiokafka is built with (Faust converts the linger to milliseconds).
     config = runtime.app.producer._settings_default()
     assert config["linger_ms"] == 20 and config["max_batch_size"] == 65536
+
+
+def test_the_default_data_dir_is_one_per_app_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One default for every app made two apps on a host share their RocksDB files.
+    monkeypatch.delenv("RNNREC_DATA_DIR", raising=False)
+    a, b = load_settings(app_id="shop-a"), load_settings(app_id="shop-b")
+    assert a.state_dir != b.state_dir
+    assert a.state_dir.name == "shop-a"
+    assert load_settings(data_dir=Path("/data/worker")).state_dir == Path("/data/worker")
+    from stream_app.worker import faust_app_options
+
+    assert faust_app_options(a)["datadir"] == str(a.state_dir)
