@@ -454,18 +454,22 @@ def starts_new_session(state: UserState, event: ClickEvent, rules: SessionRules)
     return event.session_id != state.session_id
 
 
-def session_id_for(user_id: str, event_session_id: str | None, counter: int) -> str:
+def session_id_for(user_id: str, event_session_id: str | None, start_ts: float) -> str:
     """The session id published with the outputs.
 
     Args:
         user_id: the user.
         event_session_id: the producer's session id, if any (always wins).
-        counter: the user's session counter (names generated ids).
+        start_ts: event time of the session's first event (names generated ids).
 
     Returns:
-        ``event_session_id`` or ``"<user_id>#<counter>"``.
+        ``event_session_id`` or ``"<user_id>#<start ms>"``. The start time, not a
+        per-user counter: a counter restarts when the user's state is deleted (idle
+        sweep, ``rnnrec user delete``), and a later session would reuse an old id.
     """
-    return event_session_id if event_session_id is not None else f"{user_id}#{counter}"
+    if event_session_id is not None:
+        return event_session_id
+    return f"{user_id}#{round(start_ts * 1000)}"
 
 
 def open_session(
@@ -504,7 +508,7 @@ def open_session(
             carry=None,
             session_counter=counter,
             session_events=0,
-            session_id=session_id_for(event.user_id, event.session_id, counter),
+            session_id=session_id_for(event.user_id, event.session_id, event.ts),
         ),
         True,
     )

@@ -47,7 +47,7 @@ def test_good_events_get_both_outputs_with_schema_fields(
     # u0 has no session ids: a generated one; its events are applied in order, so the
     # (test double's) recommendations are its items so far, newest first.
     u0 = [recs_by_id[f"e{i}"] for i in (0, 3, 6, 9)]
-    assert [r["session_id"] for r in u0] == ["u0#1"] * 4
+    assert [r["session_id"] for r in u0] == [f"u0#{round(T0 * 1000)}"] * 4
     assert u0[-1]["items"] == ["19", "16", "13", "10"]
     p_u0 = [preds_by_id[f"e{i}"]["p_purchase"] for i in (0, 3, 6, 9)]
     assert p_u0 == pytest.approx([0.1, 0.2, 0.3, 0.4], abs=1e-6)

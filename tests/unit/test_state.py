@@ -369,7 +369,7 @@ def stepped(state: UserState, ev: ClickEvent, offset: int = 0, history: int = 3)
 
 def test_first_event_opens_a_generated_session() -> None:
     state, reset = open_session(UserState(), event("a", T0), RULES)
-    assert reset and state.session_id == "u1#1" and state.session_counter == 1
+    assert reset and state.session_id == "u1#1600000000000" and state.session_counter == 1
 
 
 def test_new_session_id_resets_and_same_id_continues() -> None:
@@ -385,7 +385,7 @@ def test_without_session_id_the_gap_decides() -> None:
     assert not starts_new_session(state, event("b", T0 + 1800), RULES)
     assert starts_new_session(state, event("b", T0 + 1801), RULES)
     after, _ = open_session(state, event("b", T0 + 1801), RULES)
-    assert after.session_id == "u1#2"
+    assert after.session_id == "u1#1600001801000"
 
 
 def test_inactivity_gap_policy_ignores_session_ids_but_reports_them() -> None:
@@ -409,7 +409,7 @@ def test_ttl_forgets_history_but_keeps_the_session_counter() -> None:
     assert is_expired(state, T0 + 86401, RULES) and not is_expired(state, T0 + 86400, RULES)
     after, reset = open_session(state, event("b", T0 + 86401), RULES)
     assert reset and after.recent_items == [] and after.event_count == 0
-    assert after.session_id == "u1#2"
+    assert after.session_id == "u1#1600086401000"
 
 
 def test_record_step_bounds_history_and_tracks_offsets() -> None:
@@ -435,7 +435,15 @@ def test_offsets_of_the_repartition_topic_are_not_compared_with_clickstream() ->
 
 
 def test_session_id_for_prefers_the_producer() -> None:
-    assert session_id_for("u", "s", 4) == "s" and session_id_for("u", None, 4) == "u#4"
+    assert session_id_for("u", "s", 4.0) == "s" and session_id_for("u", None, 4.0) == "u#4000"
+
+
+def test_a_deleted_users_next_session_gets_a_new_id() -> None:
+    # Ids were "<user>#<counter>": a user deleted (idle sweep, `rnnrec user delete`)
+    # started again at #1, and downstream joins merged an old and a new session.
+    first = stepped(UserState(), event("a", T0))
+    again, _ = open_session(UserState(), event("b", T0 + 7200), RULES)  # state deleted
+    assert first.session_id != again.session_id
 
 
 def test_rounds_are_batched_across_users_and_sequential_per_user() -> None:
