@@ -113,6 +113,7 @@ from stream_app.state import (
     record_step,
     session_history,
 )
+from stream_app.topics import min_insync_replicas
 
 if TYPE_CHECKING:
     from stream_app.item_updates import ItemFollower
@@ -1140,6 +1141,11 @@ def create_app(settings: WorkerSettings, scorer: Scorer | None = None) -> Worker
         key_type=str,
         value_type=bytes,  # bytes -> the "raw" serializer: values are encode_state() output
         partitions=settings.partitions,
+        # Faust creates the changelog itself; as durable as the topics Job's topics (a
+        # broker default of 1 would let an acknowledged state write live on one replica).
+        extra_topic_configs={
+            "min.insync.replicas": str(min_insync_replicas(settings.replication_factor))
+        },
     )
     metrics = WorkerMetrics()
     metrics.track_users(lambda: len(table))

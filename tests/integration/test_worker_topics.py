@@ -9,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kafka import KafkaConsumer
+from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 
 from stream_app.kafka_io import create_topics
-from tests.worker_harness import WORKER_ARGS, make_setup
+from tests.worker_harness import WORKER_ARGS, make_setup, running_worker
 
 
 def _run_worker(env: dict[str, str], timeout_s: float = 120) -> subprocess.CompletedProcess:
@@ -63,3 +64,23 @@ def test_a_changelog_with_another_partition_count_stops_the_worker_in_one_line(
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith(f"rnnrec: error: {changelog} has 3 partitions"), lines[-1:]
     assert "Traceback" not in result.stderr
+
+
+def test_the_changelog_faust_creates_sets_min_insync_replicas_itself(
+    kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    # The topics Job sets min.insync.replicas on its topics; Faust creates the state's
+    # changelog, which took the broker's default (1 on most clusters) until the table
+    # passed the setting along.
+    setup = make_setup(kafka_bootstrap, unique_name, tmp_path, partitions=2)
+    with running_worker(setup):
+        pass
+    changelog = f"{setup.app_id}-user-state-changelog"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        found = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, changelog)])
+    finally:
+        admin.close()
+    entry = found["topic"][changelog]["min.insync.replicas"]
+    assert entry["config_source"] == "DYNAMIC_TOPIC_CONFIG", entry
+    assert entry["value"] == "1"  # replication factor 1 here: min_insync_replicas(1)
