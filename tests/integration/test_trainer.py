@@ -26,6 +26,7 @@ import pytest
 from rnnrec_jax.data.events import SessionEvents
 from rnnrec_jax.data.synthetic import SyntheticConfig, generate_sessions
 from rnnrec_jax.model_io import TrainedModel, load_trained_model
+from stream_app.events import COMMAND_HEADER, DELETE_USER
 from stream_app.kafka_io import create_topics, produce
 from stream_app.model_registry import load_version, read_registry
 from stream_app.settings import WorkerSettings, load_settings
@@ -222,6 +223,23 @@ def test_a_frozen_trainer_publishes_nothing(
         # It still judged the serving model on the fresh slice.
         assert run.metric("rnnrec_trainer_serving_metric", metric="mrr@20") > 0
         assert run.metric("rnnrec_trainer_fine_tunes_total") == 0
+        # `rnnrec user delete`: the user's events leave the window.
+        records = list(clickstream_records(shifted_stream))
+        user = records[0][1]
+        n_user = sum(1 for _, key, _ in records if key == user)
+        run.wait_for(
+            lambda: run.metric("rnnrec_trainer_window_events") == len(records),
+            "every event in the window",
+            proc,
+        )
+        produce(run.bootstrap, run.clickstream, [(user, b"{}")],
+                headers=[(COMMAND_HEADER, DELETE_USER)])  # fmt: skip
+        run.wait_for(
+            lambda: run.metric("rnnrec_trainer_window_events") == len(records) - n_user,
+            "the deleted user's events gone",
+            proc,
+        )
+        assert run.metric("rnnrec_trainer_users_deleted_total") == 1
         assert stop(proc, signal.SIGTERM) == 0, tail(run.log)
     registry = read_registry(run.settings())
     assert registry.serving is None
