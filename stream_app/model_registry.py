@@ -55,6 +55,7 @@ from rnnrec_jax.artifact import (
     pack_model,
     unpack_model,
 )
+from rnnrec_jax.checkpoint import CheckpointError
 from rnnrec_jax.model_io import TrainedModel
 from stream_app.kafka_security import kafka_python_kwargs
 from stream_app.settings import WorkerSettings
@@ -395,15 +396,27 @@ def load_version(settings: WorkerSettings, version: str) -> TrainedModel:
 
 
 def load_serving_model_from_topic(settings: WorkerSettings) -> TrainedModel | None:
-    """The version the serving pointer names, validated; None when there is no pointer.
+    """The version the serving pointer names, validated; if it is refused, the newest
+    of its ``previous`` versions that validates (what the workers serve then). None
+    when there is no pointer.
 
     Raises:
-        rnnrec_jax.checkpoint.CheckpointError: the pointed version does not validate.
+        rnnrec_jax.checkpoint.CheckpointError: no version the pointer names validates
+            (the pointed version's error).
     """
     registry = read_registry(settings)
     if registry.serving is None:
         return None
-    return validate_version(registry, registry.serving.version, load_verify_key(settings))
+    public_key = load_verify_key(settings)
+    first_error: Exception | None = None
+    for version in registry.serving.candidates():
+        try:
+            return validate_version(registry, version, public_key)
+        except CheckpointError as exc:
+            first_error = first_error or exc
+            log.warning("model version %s refused: %s", version, exc)
+    assert first_error is not None
+    raise first_error
 
 
 def _require_version(registry: Registry, version: str) -> VersionEntry:

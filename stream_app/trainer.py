@@ -546,7 +546,7 @@ class OnlineTrainer:
                 "cannot follow the serving pointer (%s); keeping %s", exc, self.model.version
             )
             return
-        if model is not None:
+        if model is not None and str(model.version) != str(self.model.version):
             log.info("serving pointer moved to %s: fine-tuning from it", model.version)
             self.model = model
             self.metrics.set_model_version(str(model.version))

@@ -30,7 +30,11 @@ from rnnrec_jax.artifact import canonical_json, pack_model
 from rnnrec_jax.model_io import TrainedModel, load_trained_model
 from rnnrec_jax.signing import load_private_key, sign_manifest, write_keypair
 from stream_app.kafka_io import produce
-from stream_app.model_registry import publish_model, read_registry
+from stream_app.model_registry import (
+    load_serving_model_from_topic,
+    publish_model,
+    read_registry,
+)
 from stream_app.settings import WorkerSettings, load_settings
 from tests.processes import running_process, tail
 from tests.serving_models import cached_tiny_model, train_tiny
@@ -424,6 +428,9 @@ def test_a_worker_started_while_the_pointed_version_is_refused_serves_the_previo
     registry = read_registry(settings_for(setup))
     assert registry.serving is not None
     assert registry.serving.candidates() == [bad, good]
+    # The trainer starts from the same version (it fine-tunes what workers serve).
+    verifying = settings_for(setup, model_verify_key=public)
+    assert load_serving_model_from_topic(verifying).version == good
     env = {**MODEL_ENV, "RNNREC_MODEL_SOURCE": "", "RNNREC_MODEL_VERIFY_KEY": str(public)}
     clicks = Clicks(list(base.vocab.items[:60]))
     with running_worker(setup, **env) as proc:
