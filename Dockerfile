@@ -7,6 +7,9 @@
 #   docker run --rm --read-only --tmpfs /tmp -v rnnrec-data:/data \
 #     -e KAFKA_BOOTSTRAP_SERVERS=broker:9092 -p 6066:6066 rnnrec:dev
 #
+# The trainer serves /health and /metrics on RNNREC_TRAINER_METRICS_PORT (6067), not
+# on the worker's 6066: publish that port with `-p 6067:6067 rnnrec:dev trainer`.
+#
 # Two stages: the builder makes a virtual environment at /opt/venv, the runtime copies
 # only that venv, so no pip cache, build tools or source tree end up in the image.
 # Both stages use the same base image, because a venv's interpreter link and shebangs
@@ -80,12 +83,15 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /data
 VOLUME ["/data"]
 USER ${RNNREC_UID}:${RNNREC_UID}
-EXPOSE 6066
+# 6066: the worker's web views; 6067: the trainer's /health, /ready and /metrics.
+EXPOSE 6066 6067
 
 # For plain `docker run`; Kubernetes ignores it and uses the probes in deploy/.
 # Python's urllib, because the slim image has no curl and adding one is attack surface.
+# One image, two roles on different ports: a `trainer` argument in PID 1's command
+# line (rnnrec, or docker-init with --init) means the trainer's port, else the worker's.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('RNNREC_WEB_PORT', '6066'), timeout=4)"]
+  CMD ["python", "-c", "import os, urllib.request; trainer = b'trainer' in open('/proc/1/cmdline', 'rb').read().split(bytes(1)); port = os.environ.get('RNNREC_TRAINER_METRICS_PORT', '6067') if trainer else os.environ.get('RNNREC_WEB_PORT', '6066'); urllib.request.urlopen('http://127.0.0.1:%s/health' % port, timeout=4)"]
 
 ENTRYPOINT ["rnnrec"]
 CMD ["worker"]

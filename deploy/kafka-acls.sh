@@ -18,6 +18,7 @@
 #   rnnrec-trainer  the online trainer
 #   rnnrec-admin    the topics Job
 #   rnnrec-keda     KEDA's lag reader (only with components/keda)
+#   rnnrec-tools    the operator tools (rnnrec user delete, item, tail, replay)
 # RNNREC_TOPIC_PREFIX is honoured like the services honour it.
 set -euo pipefail
 
@@ -55,9 +56,9 @@ acls=(
   "rnnrec-worker|topic|prefixed|rnnrec-worker-|Create,Read,Write,Describe,DescribeConfigs"
   "rnnrec-worker|group|prefixed|rnnrec-worker|Read,Describe"
   "rnnrec-trainer|topic|literal|${p}clickstream|Read,Describe"
-  "rnnrec-trainer|topic|literal|${p}model-updates|Read,Write,Describe"
-  "rnnrec-trainer|topic|prefixed|rnnrec-trainer-|Create,Read,Write,Describe,DescribeConfigs"
-  "rnnrec-trainer|group|prefixed|rnnrec-trainer|Read,Describe"
+  # No internal topics and no Create: the topics Job creates model-updates.
+  "rnnrec-trainer|topic|literal|${p}model-updates|Read,Write,Describe,DescribeConfigs"
+  "rnnrec-trainer|group|literal|rnnrec-trainer|Read,Describe"
   "rnnrec-admin|topic|literal|${p}clickstream|Create,Describe,DescribeConfigs"
   "rnnrec-admin|topic|literal|${p}recommendations|Create,Describe,DescribeConfigs"
   "rnnrec-admin|topic|literal|${p}purchase-predictions|Create,Describe,DescribeConfigs"
@@ -66,7 +67,16 @@ acls=(
   "rnnrec-admin|topic|literal|${p}model-updates|Create,Describe,DescribeConfigs"
   "rnnrec-admin|topic|literal|${p}item-updates|Create,Describe,DescribeConfigs"
   "rnnrec-keda|topic|literal|${p}clickstream|Describe"
+  "rnnrec-keda|topic|literal|${p}clickstream-repartition|Describe"
   "rnnrec-keda|group|literal|rnnrec-worker|Describe"
+  # Operator tools: no consumer group (they assign partitions), no Create.
+  "rnnrec-tools|topic|literal|${p}clickstream|Read,Write,Describe"
+  "rnnrec-tools|topic|literal|${p}item-updates|Read,Write,Describe"
+  "rnnrec-tools|topic|literal|${p}recommendations|Read,Describe"
+  "rnnrec-tools|topic|literal|${p}purchase-predictions|Read,Describe"
+  "rnnrec-tools|topic|literal|${p}clickstream-dlq|Read,Describe"
+  "rnnrec-tools|topic|literal|${p}clickstream-repartition|Read,Describe"
+  "rnnrec-tools|topic|literal|${p}model-updates|Read,Describe"
 )
 
 kafka_acls="${KAFKA_ACLS:-kafka-acls.sh}"

@@ -114,6 +114,8 @@ def test_worker_replicas_never_exceed_the_clickstream_partitions(rendered) -> No
             assert scaler["spec"]["maxReplicaCount"] <= partitions, overlay
             for trigger in scaler["spec"]["triggers"]:
                 assert trigger["metadata"].get("allowIdleConsumers", "false") == "false"
+                # As the workers' consumer: no committed offset means "from the start".
+                assert trigger["metadata"]["offsetResetPolicy"] == "earliest"
             # Lag on either input topic is work for the workers.
             topics = [t["metadata"]["topic"] for t in scaler["spec"]["triggers"]]
             assert sorted(topics) == ["clickstream", "clickstream-repartition"], overlay
@@ -146,9 +148,11 @@ def test_dev_runs_a_memory_store_deployment_and_prod_a_rocksdb_statefulset() -> 
     assert settings_of(prod)["RNNREC_DATA_DIR"].startswith("/data/")
 
 
-def test_worker_serves_a_model_it_cannot_modify(rendered) -> None:
+@pytest.mark.parametrize("role", ["worker", "trainer"])
+def test_starting_model_on_a_volume_it_cannot_modify(rendered, role: str) -> None:
+    # The trainer too: on a fresh cluster (empty model-updates) it has no other model.
     _, docs = rendered
-    (container,) = pod_spec(the_workload(docs, "worker"))["containers"]
+    (container,) = pod_spec(the_workload(docs, role))["containers"]
     env = {e["name"]: e.get("value") for e in container.get("env", [])}
     source = env["RNNREC_MODEL_SOURCE"]
     mount = next(m for m in container["volumeMounts"] if source.startswith(m["mountPath"] + "/"))
@@ -413,8 +417,38 @@ def test_acl_script_and_strimzi_users_grant_the_same() -> None:
     assert {p for p, k, _, n, op in strimzi if n == "recommendations" and op == "Write"} == {
         "rnnrec-worker"
     }
-    assert writers == {"rnnrec-worker", "rnnrec-trainer"}
+    assert writers == {"rnnrec-worker", "rnnrec-trainer", "rnnrec-tools"}
     assert not {a for a in strimzi if a[4] == "All" or a[1] == "cluster"}
+    # The tools write only what `rnnrec user delete/replay` and `item` write, read
+    # without a consumer group and create nothing; the trainer creates nothing.
+    tools = {a for a in strimzi if a[0] == "rnnrec-tools"}
+    assert {n for _, _, _, n, op in tools if op == "Write"} == {"clickstream", "item-updates"}
+    assert {a[1] for a in tools} == {"topic"}
+    assert not {
+        a for a in strimzi if a[0] in ("rnnrec-tools", "rnnrec-trainer") and a[4] == "Create"
+    }
+
+
+def test_keda_may_describe_every_topic_it_reads_lag_on() -> None:
+    docs = render("prod-operators")
+    strimzi = acls_from_strimzi()
+    for scaler in of_kind(docs, "ScaledObject"):
+        for trigger in scaler["spec"]["triggers"]:
+            topic = trigger["metadata"]["topic"]
+            assert ("rnnrec-keda", "topic", "literal", topic, "Describe") in strimzi, topic
+
+
+def test_trainer_group_is_the_one_its_acls_name(rendered) -> None:
+    _, docs = rendered
+    (container,) = pod_spec(the_workload(docs, "trainer"))["containers"]
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    group = env.get("RNNREC_TRAINER_GROUP_ID", "rnnrec-trainer")
+    groups = {
+        (n, op)
+        for p, kind, _, n, op in acls_from_strimzi()
+        if p == "rnnrec-trainer" and kind == "group"
+    }
+    assert groups == {(group, "Read"), (group, "Describe")}
 
 
 # --- Dockerfile --------------------------------------------------------------------
@@ -437,5 +471,8 @@ def test_dockerfile_runs_rnnrec_as_the_manifests_uid() -> None:
     last = {word: rest for word, rest in instructions}
     assert last["ENTRYPOINT"] == '["rnnrec"]'
     assert last["CMD"] == '["worker"]'
+    # The health check probes the trainer's own port in a trainer container.
+    trainer_port = TrainerSettings.model_fields["trainer_metrics_port"].default
+    assert f"'RNNREC_TRAINER_METRICS_PORT', '{trainer_port}'" in last["HEALTHCHECK"]
     assert last["USER"].split(":")[0] in (str(UID), "${RNNREC_UID}")
     assert f"ARG RNNREC_UID={UID}" in {f"{w} {r}" for w, r in instructions}
