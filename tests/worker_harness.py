@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 import urllib.error
@@ -78,6 +79,9 @@ class WorkerSetup:
         return f"http://127.0.0.1:{self.port}{path}"
 
 
+_SETUP_NUMBERS = itertools.count()
+
+
 def make_setup(
     bootstrap: str,
     unique_name: Callable[[str], str],
@@ -85,11 +89,15 @@ def make_setup(
     partitions: int = 2,
     **extra_env: str,
 ) -> WorkerSetup:
-    """Unique topics (clickstream created with the worker's partitions) for one test."""
+    """Unique topics (clickstream created with the worker's partitions), app id and
+    group: each call its own, also within one test (a second worker of the same app is
+    `dataclasses.replace` of the first)."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     setup = WorkerSetup(
         bootstrap=bootstrap,
-        prefix=unique_name("w"),
+        # unique_name gives one name per role and test: a second setup in the same test
+        # would otherwise share the first one's topics, group and changelog.
+        prefix=unique_name(f"w{next(_SETUP_NUMBERS)}"),
         partitions=partitions,
         data_dir=tmp_path / "faust-data",
         log=tmp_path / "worker.log",

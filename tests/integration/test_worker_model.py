@@ -95,6 +95,11 @@ def test_restart_continues_model_state_from_the_changelog(
     model_dir, _, test_df = tiny
     records = session_records(test_df, 12)
     half = len(records) // 2
+    users = [
+        {orjson.loads(v)["user_id"] for _, v in part} for part in (records[:half], records[half:])
+    ]
+    # Sessions on both sides of the restart: served right only with the state from before.
+    assert users[0] & users[1], "no session spans the restart: the test would prove nothing"
 
     def without_time(recs: list) -> dict[str, dict]:
         out = {}

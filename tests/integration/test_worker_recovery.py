@@ -27,12 +27,12 @@ from tests.worker_harness import (
 T0 = 1_600_000_000.0
 
 
-def session_events(n_users: int, per_user: int) -> list[tuple[bytes, bytes]]:
-    """Interleaved events; every user changes session half way through."""
+def session_events(n_users: int, per_user: int, new_session_at: int) -> list[tuple[bytes, bytes]]:
+    """Interleaved events; every user changes session at step ``new_session_at``."""
     events = []
     for step in range(per_user):
         for u in range(n_users):
-            session = f"s{u}-{step * 2 // per_user}"
+            session = f"s{u}-{int(step >= new_session_at)}"
             events.append(
                 click(f"u{u}", f"u{u}-{step}", str(u * 100 + step), T0 + step, session_id=session)
             )
@@ -51,7 +51,9 @@ def outputs_without_time(records: list) -> dict[str, dict]:
 def test_restart_continues_each_users_state_from_the_changelog(
     kafka_bootstrap: str, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
-    events = session_events(n_users=4, per_user=10)
+    # The restart falls inside each user's first session (steps 0-4 before it, 5-6
+    # after): the events after it are served right only with the state from before.
+    events = session_events(n_users=4, per_user=10, new_session_at=7)
     half = len(events) // 2
 
     straight = make_setup(kafka_bootstrap, unique_name, tmp_path / "straight")
@@ -71,7 +73,8 @@ def test_restart_continues_each_users_state_from_the_changelog(
         got = outputs_without_time(read_outputs(restarted, "recommendations", 40, proc))
 
     assert got == expected
-    assert got["u0-9"]["items"][:5] == ["9", "8", "7", "6", "5"]  # second session only
+    assert got["u0-6"]["items"] == ["6", "5", "4", "3", "2", "1"]  # across the restart
+    assert got["u0-9"]["items"] == ["9", "8", "7"]  # second session only
 
 
 def test_redelivered_events_are_recognised_by_offset_and_not_stepped_twice(
