@@ -14,11 +14,6 @@ from stream_app.kafka_local import LocalBroker, broker_answers, external_bootstr
 TEST_PORT = int(os.environ.get("RNNREC_KAFKA_PORT", "19092"))
 
 
-def in_ci() -> bool:
-    """True under CI, where a missing dependency is a failure rather than a skip."""
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap address of a real broker: external, already running, or started here."""

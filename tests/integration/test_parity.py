@@ -9,7 +9,6 @@ result must equal the offline evaluator on the same model.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from rnnrec_jax.model_io import load_trained_model, save_trained_model
 from rnnrec_jax.train import train_and_evaluate
 from stream_app.kafka_io import produce
 from stream_app.tools_replay import clickstream_records
+from tests.ci import in_ci
 from tests.serving_models import cached_tiny_model
 from tests.unit._shared import require_shared_data
 from tests.worker_harness import make_setup, read_outputs, running_worker
@@ -36,7 +36,7 @@ K = 20
 def parity_case(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
     """(model dir, test sessions): YooChoose-1pct when present, synthetic otherwise."""
     data = shared_data_dir()
-    if (data is None or not data.is_dir()) and os.environ.get("CI", "").lower() != "true":
+    if (data is None or not data.is_dir()) and not in_ci():
         model_dir, _, test_df = cached_tiny_model(tmp_path_factory)
         return model_dir, test_df
     split = require_shared_data() / "yoochoose-1pct" / "split"

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from rnnrec_jax.data.paths import shared_data_dir
+from tests.ci import in_ci
 
 
 def require_shared_data() -> Path:
-    """Return the shared data folder, or skip the test (fail it when `CI=true`).
+    """Return the shared data folder, or skip the test (fail it under CI).
 
     Returns:
         The folder holding `yoochoose-1pct/`, `diginetica-sample/`, ...
@@ -19,7 +19,7 @@ def require_shared_data() -> Path:
     directory = shared_data_dir()
     if directory is None or not directory.is_dir():
         reason = "shared data not found: set RNNREC_SHARED_DATA or provide ../shared/data"
-        if os.environ.get("CI", "").lower() == "true":
+        if in_ci():
             pytest.fail(reason)
         pytest.skip(reason)
     return directory

@@ -22,6 +22,7 @@ import yaml
 from stream_app.settings import WorkerSettings, load_settings
 from stream_app.topics import TopicAdminSettings
 from stream_app.trainer_settings import TrainerSettings
+from tests.ci import in_ci
 
 pytestmark = pytest.mark.unit
 
@@ -37,10 +38,6 @@ PENDING_SETTINGS = {
     "RNNREC_MODEL_VERIFY_KEY_FILE": "workers verify model signatures (DESIGN.md, Security)",
     "RNNREC_MODEL_SIGNING_KEY_FILE": "the trainer signs model manifests",
 }
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @cache
