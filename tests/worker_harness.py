@@ -160,6 +160,16 @@ def read_outputs(
     return sorted(records, key=lambda r: (r.partition, r.offset))
 
 
+def read_all(setup: WorkerSetup, role: str, idle_s: float = 1.5) -> list[Record]:
+    """Every record of a topic, read until nothing new came for ``idle_s``.
+
+    For exactly-once checks after the worker stopped: `read_outputs` returns as soon as
+    it has the records it expects, so a late duplicate would not be in its answer.
+    """
+    records = drain(setup.bootstrap, setup.topic(role), idle_s=idle_s, timeout_s=60)
+    return sorted(records, key=lambda r: (r.partition, r.offset))
+
+
 def _event_ids(records: list[Record]) -> str:
     """Which events the records answer, to tell from a failure what is missing."""
     ids = []

@@ -22,7 +22,14 @@ import orjson
 from stream_app.dlq import headers_as_dict
 from stream_app.kafka_io import produce
 from tests.chaos.support import parse_metrics
-from tests.worker_harness import WorkerSetup, click, make_setup, read_outputs, running_worker
+from tests.worker_harness import (
+    WorkerSetup,
+    click,
+    make_setup,
+    read_all,
+    read_outputs,
+    running_worker,
+)
 
 T0 = 1_700_000_000.0
 KEYS = {
@@ -91,6 +98,10 @@ def test_unkeyed_and_miskeyed_events_are_served_as_if_keyed_by_user(
             metrics = parse_metrics(response.read().decode())
 
     assert set(got) == set(expected)
+    # The worker has stopped: exactly one answer per event in the whole topics.
+    for role in ("recommendations", "purchase_predictions"):
+        counts = Counter(orjson.loads(r.value)["event_id"] for r in read_all(setup, role))
+        assert len(counts) == n and set(counts.values()) == {1}, role
     # A constant wrong key keeps a user's events on one partition, in order: same
     # items and scores, event by event, as with the right key.
     for user in ("u-keyed", "u-other", "u-badutf8"):

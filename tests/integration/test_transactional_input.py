@@ -20,7 +20,14 @@ from kafka import KafkaProducer
 
 from tests.chaos.support import parse_metrics
 from tests.processes import tail
-from tests.worker_harness import WorkerSetup, click, make_setup, read_outputs, running_worker
+from tests.worker_harness import (
+    WorkerSetup,
+    click,
+    make_setup,
+    read_all,
+    read_outputs,
+    running_worker,
+)
 
 T0 = 1_600_000_000.0
 TRANSACTIONS = 6
@@ -74,3 +81,6 @@ def test_commit_markers_are_stepped_over_without_refetching(
         # No marker was taken for a lost record: nothing was fetched again.
         assert sample(values, "rnnrec_refetches_total") == 0, tail(setup.log)
         assert "were not delivered" not in setup.log.read_text()
+    # The worker has stopped: nothing can arrive later than this read.
+    everything = read_all(setup, "recommendations")
+    assert Counter(orjson.loads(r.value)["event_id"] for r in everything) == Counter(sent)

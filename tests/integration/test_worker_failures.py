@@ -18,7 +18,15 @@ import orjson
 from stream_app.dlq import headers_as_dict
 from stream_app.kafka_io import produce
 from tests.chaos.support import wait_for_lag_zero
-from tests.worker_harness import click, make_setup, read_outputs, running_worker, scrape, value
+from tests.worker_harness import (
+    click,
+    make_setup,
+    read_all,
+    read_outputs,
+    running_worker,
+    scrape,
+    value,
+)
 
 T0 = 1_700_000_000.0
 FACTORY = "tests.worker_scorers:failing_recent_items_scorer"
@@ -59,6 +67,9 @@ def test_a_poison_event_goes_to_the_dlq_and_the_rest_of_its_batch_is_served(
         wait_for_lag_zero(setup, proc)
         samples = scrape(setup)
 
+    # The worker has stopped: the whole topics, late duplicates included.
+    recommendations = read_all(setup, "recommendations")
+    predictions = read_all(setup, "purchase_predictions")
     headers = headers_as_dict(letter.headers)
     assert headers["rnnrec.error.kind"] == "processing_error"
     assert "RuntimeError: poison item 666" in headers["rnnrec.error.message"]
@@ -90,13 +101,13 @@ def test_a_passing_fault_costs_no_event(
         setup, RNNREC_SCORER_FACTORY=FACTORY, RNNREC_TEST_SCORER_FAIL_CALLS="1"
     ) as proc:
         produce(kafka_bootstrap, setup.topic("clickstream"), records)
-        recommendations = read_outputs(setup, "recommendations", len(records), proc)
+        read_outputs(setup, "recommendations", len(records), proc)  # every event answered
         wait_for_lag_zero(setup, proc)
         samples = scrape(setup)
         dead = read_outputs(setup, "dlq", 0, proc, timeout_s=3)
 
-    counts = answered(recommendations)
+    counts = answered(read_all(setup, "recommendations"))  # the worker has stopped
     assert len(counts) == len(records) and set(counts.values()) == {1}, counts
-    assert dead == []
+    assert dead == [] and read_all(setup, "dlq") == []
     assert value(samples, "rnnrec_batch_failures_total", scope="batch") == 1
     assert value(samples, "rnnrec_batch_failures_total", scope="event") == 0
