@@ -149,6 +149,12 @@ class WorkerMetrics:
             ["version"],
             registry=r,
         )
+        self.model_updates_read = Gauge(
+            "rnnrec_model_updates_read_offset",
+            "Offset up to which the model follower has read model-updates and judged "
+            "the serving pointer (compare with the topic's end offset).",
+            registry=r,
+        )
         self.event_loop = Gauge(
             "rnnrec_event_loop_info",
             "The asyncio event loop implementation the worker runs on (value 1).",

@@ -256,6 +256,9 @@ class ModelFollower:
                         self._consider()
                 elif batch:
                     self._consider()
+                if caught_up:  # what was read so far has been judged
+                    read = sum(consumer.position(tp) for tp in end)
+                    self.metrics.model_updates_read.set(read)
             except Exception as exc:
                 log.warning("model-updates follower: %s: %s; retrying", type(exc).__name__, exc)
                 if consumer is not None:

@@ -120,6 +120,23 @@ def version_ready(setup: WorkerSetup, version: str) -> bool:
     )
 
 
+def follower_read_to_the_end(setup: WorkerSetup, settings: WorkerSettings) -> None:
+    """Wait until the worker's model follower has read and judged all of model-updates."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers)
+    try:
+        tp = TopicPartition(settings.topic("model_updates"), 0)
+        end = consumer.end_offsets([tp])[tp]
+    finally:
+        consumer.close()
+    wait_for(
+        lambda: metric(setup, "rnnrec_model_updates_read_offset") >= end,
+        f"the follower at offset {end}",
+        [setup],
+    )
+
+
 class Clicks:
     """Events for a fixed set of users, one continuing session each."""
 
@@ -390,7 +407,7 @@ def test_bad_artifacts_and_killed_publishers_never_replace_the_served_model(
             assert registry.serving is not None and registry.serving.version == bad[-1][1]
             entry = registry.versions[version]
             assert entry.chunks and entry.has_manifest == (step == "pointer")
-        time.sleep(2)  # the follower had time to see the leftovers
+        follower_read_to_the_end(setup, settings)  # it has seen the leftovers
         still_serving_the_old_model()
         assert metric(setup, "rnnrec_model_swaps_total") == 0
 
@@ -438,7 +455,7 @@ def test_a_worker_started_while_the_pointed_version_is_refused_serves_the_previo
         assert metric(setup, "rnnrec_model_version_info", version=good) == 1
         (out,) = send_and_read(setup, clicks.make(["u1"]), 1, proc)
         assert out["model_version"] == good
-        time.sleep(2)  # the follower has read the topic: it must not retry the refused one
+        follower_read_to_the_end(setup, settings_for(setup))  # no retry of the refused one
         assert metric(setup, "rnnrec_model_rejections_total", reason="bad_signature") == 1
         assert "serving good, the newest earlier version that validates" in setup.log.read_text()
 
