@@ -14,10 +14,11 @@ from pathlib import Path
 from subprocess import Popen
 
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.kafka_io import Record, create_topics, drain
+from tests import prom
 from tests.processes import running_process, tail
+from tests.prom import Samples
 
 WORKER_ARGS = ["-m", "stream_app.cli", "worker", "-l", "info"]
 
@@ -187,22 +188,17 @@ def click(user: str, event_id: str, item: str, ts: float, **fields: object) -> t
     return user.encode(), orjson.dumps(document)
 
 
-def scrape(setup: WorkerSetup) -> dict[tuple[str, frozenset], float]:
+def scrape(setup: WorkerSetup) -> Samples:
     """Every sample of /metrics by (name, labels)."""
     with urllib.request.urlopen(setup.url("/metrics"), timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): float(sample.value)
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+        return prom.parse(response.read().decode())
 
 
 def value(samples: dict, name: str, **labels: str) -> float:
-    """One sample of a `scrape` (0 when absent)."""
-    return samples.get((name, frozenset(labels.items())), 0.0)
+    """One sample of a `scrape`: 0 when absent, an error when the metric is not exported."""
+    return prom.value(samples, name, **labels)
 
 
 def metric(setup: WorkerSetup, name: str, **labels: str) -> float:
-    """One sample of the worker's /metrics, by its exact labels (0 when absent)."""
+    """One sample of the worker's /metrics by its exact labels (see `value`)."""
     return value(scrape(setup), name, **labels)

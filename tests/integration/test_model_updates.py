@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from tests.worker_harness import (
     click,
     free_port,
     make_setup,
+    metric,
     read_outputs,
     running_worker,
     wait_ready,
@@ -83,23 +83,6 @@ def perturbed(model: TrainedModel, version: str, scale: float) -> TrainedModel:
 
 
 # ------------------------------------------------------------------------- helpers
-
-
-_LINE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
-
-
-def metric(setup: WorkerSetup, name: str, **labels: str) -> float:
-    """The value of one sample in a worker's /metrics (0 when absent)."""
-    with urllib.request.urlopen(setup.url("/metrics"), timeout=5) as response:
-        text = response.read().decode()
-    for line in text.splitlines():
-        match = _LINE.match(line)
-        if not match or match.group(1) != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(match.group(3))
-    return 0.0
 
 
 def wait_for(check: Callable[[], bool], what: str, setups: list[WorkerSetup], timeout_s=90.0):

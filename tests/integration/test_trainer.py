@@ -8,7 +8,6 @@ one round is due.
 
 from __future__ import annotations
 
-import re
 import signal
 import time
 import urllib.error
@@ -31,6 +30,7 @@ from stream_app.kafka_io import create_topics, produce
 from stream_app.model_registry import load_version, read_registry
 from stream_app.settings import WorkerSettings, load_settings
 from stream_app.tools_replay import clickstream_records
+from tests import prom
 from tests.processes import running_process, stop, tail
 from tests.serving_models import cached_tiny_model
 from tests.worker_harness import free_port
@@ -106,20 +106,14 @@ class TrainerRun:
         return produce(self.bootstrap, self.clickstream, records)
 
     def metric(self, name: str, **labels: str) -> float:
-        """One sample of the trainer's /metrics (0 when absent or not answering)."""
+        """One sample of the trainer's /metrics: 0 when absent or not answering yet; an
+        error when the trainer answers without exporting the metric at all."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=2) as r:
                 text = r.read().decode()
         except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
             return 0.0
-        for line in text.splitlines():
-            match = re.match(r"^(\w+)(?:\{(.*)\})? (\S+)$", line)
-            if not match or match.group(1) != name:
-                continue
-            found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2) or ""))
-            if all(found.get(k) == v for k, v in labels.items()):
-                return float(match.group(3))
-        return 0.0
+        return prom.value(prom.parse(text), name, **labels)
 
     def view(self, path: str) -> tuple[int, dict]:
         """``(status, JSON body)`` of one of the trainer's views (0 when not answering)."""

@@ -10,7 +10,6 @@ at the partition's end, and must not mistake them for records Faust failed to de
 from __future__ import annotations
 
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,6 @@ from pathlib import Path
 import orjson
 from kafka import KafkaProducer
 
-from tests.chaos.support import parse_metrics
 from tests.processes import tail
 from tests.worker_harness import (
     WorkerSetup,
@@ -27,6 +25,8 @@ from tests.worker_harness import (
     read_all,
     read_outputs,
     running_worker,
+    scrape,
+    value,
 )
 
 T0 = 1_600_000_000.0
@@ -35,12 +35,11 @@ PER_TRANSACTION = 4
 
 
 def metrics(setup: WorkerSetup) -> dict:
-    with urllib.request.urlopen(setup.url("/metrics"), timeout=5) as response:
-        return parse_metrics(response.read().decode())
+    return scrape(setup)
 
 
 def sample(values: dict, name: str, **labels: str) -> float:
-    return values.get((name, frozenset(labels.items())), 0.0)
+    return value(values, name, **labels)
 
 
 def test_commit_markers_are_stepped_over_without_refetching(
