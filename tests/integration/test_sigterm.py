@@ -84,12 +84,9 @@ def test_sigterm_mid_stream_exits_zero_then_restart_gives_each_event_exactly_one
             seen = 0
             while seen < total // 5 and time.monotonic() < deadline:
                 seen = len(drain(kafka_bootstrap, rec_topic, expected=total // 5, timeout_s=2))
-            signalled = time.monotonic()
             proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=GRACE_S)
-            took = time.monotonic() - signalled
+            proc.wait(timeout=GRACE_S)  # raises if it did not stop within the grace period
         assert proc.returncode == 0, f"exit {proc.returncode}:\n{tail(setup.log)}"
-        assert took < GRACE_S
         # Everything committed has its output, and nothing has an output that is not
         # committed (that one would be processed again after the restart).
         after_stop = drain(kafka_bootstrap, rec_topic, idle_s=1.0)

@@ -289,11 +289,10 @@ def test_sigterm_during_a_fine_tune_abandons_it_commits_and_exits_0(
         run.wait_for(
             lambda: run.metric("rnnrec_trainer_fine_tune_running") == 1, "a fine-tune", proc
         )
-        started = time.monotonic()
+        # Behaviour, not speed: it exits 0 with the fine-tune abandoned (stop() fails
+        # the test if it has not exited after 60 s).
         exit_code = stop(proc, signal.SIGTERM, timeout_s=60)
-        stopped_in = time.monotonic() - started
     assert exit_code == 0, tail(run.log)
-    assert stopped_in < 30, f"took {stopped_in:.0f} s to stop"
     text = run.log.read_text()
     assert "outcome=abandoned" in text and "trainer stopped after 1 rounds" in text
     assert read_registry(run.settings()).versions == {}  # nothing half-published

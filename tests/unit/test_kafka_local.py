@@ -53,16 +53,18 @@ def test_a_process_running_this_folders_config_is_the_broker(broker: LocalBroker
 
 def test_starts_are_one_at_a_time(broker: LocalBroker) -> None:
     order: list[str] = []
+    holding = threading.Event()
 
     def hold() -> None:
         with broker._exclusive():
             order.append("first in")
+            holding.set()
             time.sleep(0.5)
             order.append("first out")
 
     first = threading.Thread(target=hold)
     first.start()
-    time.sleep(0.1)
+    assert holding.wait(10)  # the thread holds the lock before we ask for it
     with broker._exclusive():
         order.append("second in")
     first.join()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from stream_app.settings import (
     BOOTSTRAP_VARIABLES,
@@ -96,7 +97,7 @@ def test_cross_field_rules() -> None:
 
 def test_settings_are_frozen() -> None:
     s = WorkerSettings()
-    with pytest.raises(Exception):  # noqa: B017 - pydantic raises its ValidationError
+    with pytest.raises(ValidationError, match="frozen"):
         s.top_k = 5  # type: ignore[misc]
 
 
