@@ -68,6 +68,11 @@ TOPIC_CONFIG = {"message.timestamp.type": "LogAppendTime"}
 VARIANTS: dict[str, tuple[str, str, dict[str, str], str]] = {
     "noop-256": ("noop", "", {"RNNREC_MAX_BATCH": "256"}, "new"),
     "noop-1024": ("noop", "", {"RNNREC_MAX_BATCH": "1024"}, "new"),
+    # The no-op before 2026-12-08: a 644-byte output (the worker's is 1,464 with
+    # explanations), for comparison with earlier runs; never a variant's baseline.
+    "noop-unpadded-256": (
+        "noop", "", {"RNNREC_MAX_BATCH": "256", "RNNREC_NOOP_OUTPUT_BYTES": "0"}, "new",
+    ),
     "base-noop-256": ("noop", "", {"RNNREC_MAX_BATCH": "256"}, "base"),
     "base-explain-256": ("worker", "1pct", {"RNNREC_MAX_BATCH": "256"}, "base"),
     "base-noexplain-256": (
@@ -718,6 +723,7 @@ def noop_pair(name: str) -> tuple[str, ...]:
         env.get("RNNREC_MAX_BATCH", ""),
         env.get("RNNREC_EVENT_LOOP", ""),
         env.get("GLIBC_TUNABLES", ""),
+        env.get("RNNREC_NOOP_OUTPUT_BYTES", ""),  # only the default no-op is a baseline
     )
 
 
