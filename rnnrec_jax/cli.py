@@ -202,7 +202,7 @@ def train(
     path = save_trained_model(
         out_dir, result.params, result.model_cfg, result.vocab, version=version,
         train_cfg=result.train_cfg, purchase_calibration=result.purchase_calibration,
-        metrics=metrics,
+        metrics=metrics, item_counts=result.item_counts,
     )  # fmt: skip
     (out_dir / "history.json").write_text(json.dumps(result.history, indent=2, default=float))
     plot_training_curve(result.history, out_dir / "training_curve.png")

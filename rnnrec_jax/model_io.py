@@ -46,12 +46,16 @@ class TrainedModel:
     path: Path | None = None
 
 
-def as_item_vocabulary(vocab: Any, capacity: int) -> ItemVocabulary:
+def as_item_vocabulary(
+    vocab: Any, capacity: int, counts: np.ndarray | None = None
+) -> ItemVocabulary:
     """An `ItemVocabulary` from a vocabulary object or a dict ``item id -> index``.
 
     Args:
         vocab: an ItemVocabulary, or a dict mapping ids to the indices 1..n.
         capacity: the model's item capacity (index slots, padding included).
+        counts: training event counts by index (length >= n + 1) for a dict: the
+            online trainer's eviction order reads them (without, every count is 0).
 
     Returns:
         The vocabulary with the same id -> index mapping.
@@ -62,7 +66,10 @@ def as_item_vocabulary(vocab: Any, capacity: int) -> ItemVocabulary:
     indices = [idx for _, idx in ordered]
     if indices != list(range(1, len(indices) + 1)):
         raise ModelArtifactError("vocabulary indices must be exactly 1..n")
-    return ItemVocabulary([str(k) for k, _ in ordered], capacity=capacity)
+    by_item = None
+    if counts is not None:
+        by_item = np.rint(np.asarray(counts)[1 : len(indices) + 1]).astype(np.int64)
+    return ItemVocabulary([str(k) for k, _ in ordered], capacity=capacity, counts=by_item)
 
 
 def save_trained_model(
@@ -77,13 +84,16 @@ def save_trained_model(
     metrics: dict[str, Any] | None = None,
     parent_version: int | str | None = None,
     keep: int | None = 3,
+    item_counts: np.ndarray | None = None,
 ) -> Path:
     """Write a model atomically under ``root`` and point ``LATEST`` at it.
+
+    ``item_counts``: training event counts by index, kept with a dict vocabulary.
 
     Returns:
         The new checkpoint directory.
     """
-    item_vocab = as_item_vocabulary(vocab, model_cfg.item_capacity)
+    item_vocab = as_item_vocabulary(vocab, model_cfg.item_capacity, item_counts)
     if item_vocab.capacity != model_cfg.item_capacity:
         raise ModelArtifactError(
             f"vocabulary capacity {item_vocab.capacity} != model capacity {model_cfg.item_capacity}"

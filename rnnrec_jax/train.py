@@ -14,6 +14,7 @@ Library entry point: `train_and_evaluate`.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +34,8 @@ Events = SessionEvents | pd.DataFrame
 
 
 # --------------------------------------------------------------------------- data
+
+logger = logging.getLogger(__name__)
 
 
 class EncodedEvents(NamedTuple):
@@ -474,6 +477,7 @@ class TrainResult:
       best_epoch: 1-based epoch whose params are returned.
       valid_report: evaluation report of the returned params on valid (or None).
       purchase_calibration: (scale, shift) Platt parameters for the purchase head.
+      item_counts: (capacity,) training event counts by item index.
     """
 
     params: dict[str, Any]
@@ -484,6 +488,7 @@ class TrainResult:
     best_epoch: int
     valid_report: dict[str, Any] | None
     purchase_calibration: tuple[float, float] = (1.0, 0.0)
+    item_counts: np.ndarray | None = None
 
 
 def train_and_evaluate(
@@ -523,6 +528,11 @@ def train_and_evaluate(
     if n_items + 1 > model_cfg.item_capacity:
         raise ValueError(f"item_capacity {model_cfg.item_capacity} < {n_items} items + 1")
     mc = dataclasses.replace(model_cfg, n_items=n_items)
+    if buy_times is None and mc.purchase_head and mc.purchase_loss_weight > 0:
+        # Without purchases every label would be 0: the head would learn "never buys"
+        # and pull the shared encoder with it. Left untrained, as the fine-tune does.
+        logger.warning("no purchase labels: the purchase head is not trained")
+        mc = dataclasses.replace(mc, purchase_loss_weight=0.0)
     enc = encode_events(train_events, vocab, buy_times=buy_times)
     t0 = float(enc.times.min()) if len(enc.times) else 0.0
     counts = item_counts(enc, mc.item_capacity)
@@ -620,7 +630,9 @@ def train_and_evaluate(
                 np.asarray(valid_report.pop("_purchase_logits")),
                 np.asarray(valid_report.pop("_purchase_labels")),
             )
-    return TrainResult(params, mc, tc, vocab, history, best_epoch, valid_report, calibration)
+    return TrainResult(
+        params, mc, tc, vocab, history, best_epoch, valid_report, calibration, counts
+    )
 
 
 def recency_pass(

@@ -62,6 +62,16 @@ def test_train_then_evaluate_writes_a_verified_model_and_report(synthetic_split:
     assert len(model.vocab) == 200
     assert (out / "training_curve.png").stat().st_size > 1000
     assert len(json.loads((out / "history.json").read_text())) == 4
+    # The training counts travel with the vocabulary (the online trainer evicts the
+    # least used items first; every count was 0 before).
+    from rnnrec_jax.data.events import read_split_tsv
+
+    ids, counts = np.unique(read_split_tsv(synthetic_split / "train.tsv").item_ids,
+                            return_counts=True)  # fmt: skip
+    saved = model.vocab.item_counts
+    assert all(saved[model.vocab.encode([i])[0]] == c for i, c in zip(ids, counts, strict=True))
+    # No --buys: no purchase labels, so the purchase head is not trained on all zeros.
+    assert model.model_cfg.purchase_loss_weight == 0.0
 
     evaluated = rnnrec("evaluate", "--model", str(out), "--test", "test.tsv", cwd=synthetic_split)
     assert evaluated.returncode == 0, evaluated.stderr[-2000:]
