@@ -21,7 +21,14 @@ import numpy as np
 
 from rnnrec_jax import calibration, metrics, models, sampling
 from rnnrec_jax.config import ModelConfig
-from rnnrec_jax.train import EncodedEvents, Events, encode_events, vocab_size
+from rnnrec_jax.train import (
+    EncodedEvents,
+    Events,
+    as_session_events,
+    encode_events,
+    encode_items,
+    vocab_size,
+)
 
 EVAL_STEPS_PER_CALL = 16
 TOP_K = 20
@@ -244,6 +251,12 @@ def evaluate(
         vocab = result_or_cfg.vocab
         if calibration is None:
             calibration = result_or_cfg.purchase_calibration
+    # The protocol drops test events on items unseen in training (the canonical split
+    # has none). Fed instead, each would step the state with an untrained row.
+    events = as_session_events(events)
+    known = encode_items(vocab, events.item_ids) > 0
+    if not known.all():
+        events = events.filter_mask(known)
     enc = encode_events(events, vocab, buy_times=buy_times)
     report = evaluate_encoded(
         mc,
@@ -254,6 +267,7 @@ def evaluate(
         with_purchase=buy_times is not None,
         calibration=calibration or (1.0, 0.0),
     )
+    report["n_dropped_unknown_events"] = int((~known).sum())
     return {k: v for k, v in report.items() if not k.startswith("_")}
 
 

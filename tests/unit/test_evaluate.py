@@ -169,3 +169,22 @@ def test_platt_scaling_stays_finite_on_wide_nearly_separable_logits():
     y = (rng.random(x.size) < 1 / (1 + np.exp(-(0.6 * x - 3.4)))).astype(float)
     a, b = evaluate.fit_platt(x, y)
     assert a == pytest.approx(0.6, abs=0.25) and b == pytest.approx(-3.4, abs=0.8)
+
+
+def test_events_on_unknown_items_are_dropped_as_the_protocol_does(setup):
+    # Before, an unknown item was fed as index 0 (an untrained row) and stepped the
+    # state; the protocol drops such test events.
+    p, sessions = setup
+    ids = [f"i{k:03d}" for k in range(1, N_ITEMS + 1)]
+    vocab = {item: k for k, item in enumerate(ids, start=1)}
+    rows = [(str(s), ids[it - 1], float(2 * t)) for s, sess in enumerate(sessions)
+            for t, it in enumerate(sess)]  # fmt: skip
+    clean = pd.DataFrame(rows, columns=["SessionId", "ItemId", "Time"])
+    # One unknown item inside every session (after its first event).
+    extra = [(str(s), "never-seen", 1.0) for s in range(len(sessions))]
+    dirty = pd.DataFrame(rows + extra, columns=["SessionId", "ItemId", "Time"])
+    a = evaluate.evaluate(CFG, clean, params=p, vocab=vocab, batch_size=5)
+    b = evaluate.evaluate(CFG, dirty, params=p, vocab=vocab, batch_size=5)
+    assert b.pop("n_dropped_unknown_events") == len(sessions)
+    assert a.pop("n_dropped_unknown_events") == 0
+    assert a == b
