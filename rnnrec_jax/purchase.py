@@ -441,8 +441,14 @@ def event_priors(data: TrainingEvents, tables: PriorTables) -> EventPriors:
 
 
 def session_folds(session_ids: np.ndarray, n_folds: int, seed: int = 0) -> np.ndarray:
-    """Deterministic fold (0..n_folds-1) of each session id (a keyed hash of the id)."""
-    key = f"rnnrec-fold-{seed:05d}"[:16]
+    """Deterministic fold (0..n_folds-1) of each session id (a keyed hash of the id).
+
+    Seeds 0 to 9,999; the hash key is 16 characters (seed 0's key is the one used for
+    every reported figure; it was "{seed:05d}" cut to 16, which gave seeds 0-9 one key).
+    """
+    if not 0 <= seed < 10_000:
+        raise ValueError(f"fold seed must be in 0..9999, got {seed}")
+    key = f"rnnrec-fold-{seed:04d}"
     hashed = pd.util.hash_array(np.asarray(session_ids).astype(str).astype(object), hash_key=key)
     return (hashed % np.uint64(n_folds)).astype(np.int64)
 
