@@ -386,6 +386,30 @@ def _json_ready(obj: Any, what: str) -> Any:
         raise ValueError(f"{what} must be JSON-serialisable: {exc}") from exc
 
 
+def _created(ckpt_dir: Path) -> float | None:
+    try:
+        return float(json.loads((ckpt_dir / META_FILE).read_text())["created"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _was_committed(root: Path, ckpt_dir: Path) -> bool:
+    """Whether ``ckpt_dir`` may have been the current checkpoint once: it is not newer
+    than the current one. A save killed before its pointer swap leaves a newer one."""
+    current = _read_pointer(root)
+    if current is None:
+        return False
+    mine, theirs = _created(ckpt_dir), _created(root / current)
+    return mine is not None and theirs is not None and mine <= theirs
+
+
+def _stored_arrays_digest(ckpt_dir: Path) -> str | None:
+    try:
+        return str(json.loads((ckpt_dir / META_FILE).read_text())["arrays"]["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def save_checkpoint(
     root: str | os.PathLike[str],
     params: Any,
@@ -418,7 +442,8 @@ def save_checkpoint(
         The new checkpoint directory.
 
     Raises:
-        FileExistsError: ``version`` is the current checkpoint (versions are immutable).
+        FileExistsError: ``version`` is the current checkpoint, or an earlier one that
+            holds other params (versions are immutable).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -449,6 +474,12 @@ def save_checkpoint(
         "arrays": {"file": ARRAYS_FILE, "size": len(arrays), "sha256": sha256_hex(arrays)},
     }
     meta["sha256"] = _meta_digest(meta)
+    committed = final.exists() and _was_committed(root, final)
+    if committed and _stored_arrays_digest(final) != meta["arrays"]["sha256"]:
+        raise FileExistsError(
+            f"{final} holds other params under version {version!r}; versions are "
+            "immutable: choose another version"
+        )
 
     tmp = root / f"{_TMP_PREFIX}{name}-{secrets.token_hex(4)}"
     tmp.mkdir()
@@ -456,7 +487,8 @@ def save_checkpoint(
     _write_file(tmp / META_FILE, _canonical_json(meta))
     _fsync_dir(tmp)
     if final.exists():
-        # Same version left by a save killed before its pointer swap: never current.
+        # Same version left by a save killed before its pointer swap (never current),
+        # or the same params saved again.
         trash = root / f"{_TMP_PREFIX}old-{name}-{secrets.token_hex(4)}"
         os.replace(final, trash)
         shutil.rmtree(trash, ignore_errors=True)

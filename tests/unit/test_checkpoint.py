@@ -231,3 +231,18 @@ def test_missing_checkpoint_is_a_named_error(tmp_path: Path) -> None:
     (path / ckpt.ARRAYS_FILE).unlink()
     with pytest.raises(ckpt.CorruptCheckpoint, match="missing"):
         ckpt.load_checkpoint(tmp_path)
+
+
+def test_an_earlier_kept_version_is_never_overwritten_with_other_params(tmp_path: Path) -> None:
+    # Only the current version was protected: saving version 1 again with other
+    # params replaced the kept checkpoint 1 that a rollback would go back to.
+    first = save(tmp_path, 1, created=1000.0)
+    before = (first / ckpt.ARRAYS_FILE).read_bytes()
+    save(tmp_path, 2, created=1001.0)
+    with pytest.raises(FileExistsError, match="other params"):
+        save(tmp_path, 1, params=make_params(7), created=1002.0)
+    assert (first / ckpt.ARRAYS_FILE).read_bytes() == before
+    assert ckpt.load_checkpoint(tmp_path).version == 2
+    # The same params again are the same version: allowed (the pointer moves back).
+    save(tmp_path, 1, created=1003.0)
+    assert ckpt.load_checkpoint(tmp_path).version == 1
