@@ -523,6 +523,10 @@ def train_and_evaluate(
     from rnnrec_jax import evaluate  # local: evaluate imports train helpers
 
     tc = train_cfg
+    if model_cfg.score_norm and tc.n_sample > 0:
+        # The sampled step scores raw dot products; evaluation and serving would score
+        # cosines: a model trained on one score and served on another.
+        raise ValueError("score_norm (cosine scores) needs the full softmax: set n_sample=-1")
     vocab = build_vocabulary(train_events) if vocab is None else vocab
     n_items = vocab_size(vocab)
     if n_items + 1 > model_cfg.item_capacity:

@@ -347,3 +347,16 @@ def test_recency_pass_fine_tunes_on_the_last_sessions_only():
     assert TrainConfig().recency_days == 0.0
     with pytest.raises(ValueError, match="recency"):
         TrainConfig(recency_days=-1.0)
+
+
+def test_cosine_scores_with_sampled_negatives_are_refused() -> None:
+    # The sampled step scores raw dot products, evaluation and serving cosines.
+    from rnnrec_jax.configs.tiny import get_config
+    from rnnrec_jax.data.synthetic import generate_sessions
+
+    mc, tc = get_config()
+    mc = dataclasses.replace(mc, score_norm=True)
+    tc = dataclasses.replace(tc, n_sample=64)
+    events, _ = generate_sessions(50, 20, seed=0)
+    with pytest.raises(ValueError, match="full softmax"):
+        train_and_evaluate(mc, tc, events, progress=False, log=None)
