@@ -121,6 +121,11 @@ VARIANTS: dict[str, tuple[str, str, dict[str, str], str]] = {
     "worker-noexplain-default-256": (
         "worker", "default", {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0"}, "new",
     ),
+    # The default model with its carry stored in float16 (half of its 14 kB state).
+    "worker-explain-default-f16-256": (
+        "worker", "default", {"RNNREC_MAX_BATCH": "256", "RNNREC_CARRY_DTYPE": "float16"},
+        "new",
+    ),
     "worker100k-explain-256": ("worker", "100k", {"RNNREC_MAX_BATCH": "256"}, "new"),
     "worker100k-noexplain-256": (
         "worker", "100k", {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0"}, "new",
