@@ -128,6 +128,10 @@ class PendingEvents:
         """Whether the result is computed (`result` will not wait)."""
         return bool(self._packed.is_ready())
 
+    def wait(self) -> None:
+        """Block until the result is computed (the GIL is released meanwhile)."""
+        self._packed.block_until_ready()
+
     def result(self) -> EventsOutput:
         """The outputs (waits for the computation if it still runs)."""
         return self._unpack(np.asarray(self._packed))

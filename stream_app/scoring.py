@@ -13,6 +13,7 @@ buckets) to the protocol.
 from __future__ import annotations
 
 import importlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -110,10 +111,21 @@ class PendingScores:
         self,
         ready: Callable[[], bool],
         finish: Callable[[], tuple[list[list[StepOutput | None]], list[np.ndarray]]],
+        wait: Callable[[], None] | None = None,
     ) -> None:
-        """``ready`` says whether ``finish`` would return without waiting."""
+        """``ready`` says whether ``finish`` would return without waiting; ``wait``
+        blocks until it would (without one, `wait` polls ``ready``)."""
         self.ready = ready
         self._finish = finish
+        self._wait = wait
+
+    def wait(self) -> None:
+        """Block until `result` would not wait (for a helper thread, never the loop)."""
+        if self._wait is not None:
+            self._wait()
+            return
+        while not self.ready():
+            time.sleep(0.0005)
 
     def result(self) -> tuple[list[list[StepOutput | None]], list[np.ndarray]]:
         """``(outputs, carries)`` as `score_in_rounds` returns them (waits if needed)."""
@@ -573,7 +585,7 @@ class ServingModelScorer:
                 outputs.append(mine)
             return outputs, list(out.carry)
 
-        return PendingScores(pending.ready, finish)
+        return PendingScores(pending.ready, finish, pending.wait)
 
     def _decode(
         self, out: Any, history_idx: np.ndarray | None, k: int
