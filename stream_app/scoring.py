@@ -13,7 +13,6 @@ buckets) to the protocol.
 from __future__ import annotations
 
 import importlib
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -111,21 +110,13 @@ class PendingScores:
         self,
         ready: Callable[[], bool],
         finish: Callable[[], tuple[list[list[StepOutput | None]], list[np.ndarray]]],
-        wait: Callable[[], None] | None = None,
+        wait: Callable[[], None],
     ) -> None:
         """``ready`` says whether ``finish`` would return without waiting; ``wait``
-        blocks until it would (without one, `wait` polls ``ready``)."""
+        blocks until it would (for a helper thread, never the event loop)."""
         self.ready = ready
+        self.wait = wait
         self._finish = finish
-        self._wait = wait
-
-    def wait(self) -> None:
-        """Block until `result` would not wait (for a helper thread, never the loop)."""
-        if self._wait is not None:
-            self._wait()
-            return
-        while not self.ready():
-            time.sleep(0.0005)
 
     def result(self) -> tuple[list[list[StepOutput | None]], list[np.ndarray]]:
         """``(outputs, carries)`` as `score_in_rounds` returns them (waits if needed)."""

@@ -11,7 +11,6 @@ counter in its carry must equal the user's number of events.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -24,6 +23,7 @@ from kafka.structs import OffsetAndMetadata
 
 from stream_app.kafka_io import Record, drain
 from stream_app.state import StateFormatError, UserState, decode_state
+from tests import prom
 from tests.worker_harness import WorkerSetup, click
 from tests.worker_scorers import WINDOW
 
@@ -257,20 +257,9 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError(f"no VmRSS for pid {pid}")
 
 
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)$")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
 def parse_metrics(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Prometheus text format as ``{(name, labels): value}``."""
-    out = {}
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match is None or line.startswith("#"):
-            continue
-        labels = frozenset(_LABEL.findall(match.group(2) or ""))
-        out[(match.group(1), labels)] = float(match.group(3))
-    return out
+    """Prometheus text format as ``{(name, labels): value}`` (`tests.prom.parse`)."""
+    return prom.parse(text)
 
 
 def labelled(
