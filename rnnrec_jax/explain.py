@@ -13,7 +13,7 @@ itself, not a gradient or a surrogate. For a window of the user's last L events
 The L + 1 replays run inside the jitted serving step, sharing their common prefixes
 (`replay_variants`), and only the K recommended items are scored (a (B, K) gather of
 item rows, not the catalogue), so the cost is L * (L + 1) / 2 recurrent steps at batch
-B plus (L + 1) * B * K dot products. The score of the window replay differs from the served
+B (without their readouts), L + 1 readouts at batch B and (L + 1) * B * K dot products. The score of the window replay differs from the served
 score (which comes from the whole session's state): the explanation describes the
 last L events only, which is what a user can recognise.
 """
@@ -104,35 +104,44 @@ def replay_variants(cfg: ModelConfig, params: Params, history: jax.Array) -> jax
     if cfg.attention and cfg.attention_window > length:
         # A replay holds at most L events, and attention only looks at the last
         # `count` window slots: a window of L slots gives the same result, and the
-        # attention keys, the replay's largest cost, are computed for L slots, not 16.
+        # attention keys, the readout's largest cost, are computed for L slots, not 16.
         cfg = dataclasses.replace(cfg, attention_window=length)
+    # The replays step the recurrent state only; each variant's representation is read
+    # out once, at the end, from its last state and last input (the readout feeds
+    # nothing back into the state): L + 1 readouts per row instead of L (L + 1) / 2.
     full_carry = models.initial_carry(cfg, b)
-    full_rep = jnp.zeros((b, cfg.output_dim), jnp.float32)
+    full_last = jnp.zeros((b, models.input_dim(cfg)), jnp.float32)
     # The variants that already skipped their position, stacked: t * B rows at time t.
     var_carry = jax.tree_util.tree_map(lambda x: x[:0], full_carry)
-    var_rep = full_rep[:0]
+    var_last = full_last[:0]
     for t in range(length):
         carry = jax.tree_util.tree_map(
             lambda f, v: jnp.concatenate([f, v], axis=0), full_carry, var_carry
         )
-        rep = jnp.concatenate([full_rep, var_rep], axis=0)
+        last = jnp.concatenate([full_last, var_last], axis=0)
         items = jnp.tile(history[:, t], t + 1)
-        new_carry, new_rep, _ = models.encode_step(cfg, params, carry, items)
+        new_carry, new_last, _ = models.recurrent_step(cfg, params, carry, items)
         step = items > 0
 
         def keep(new: jax.Array, old: jax.Array, step: jax.Array = step) -> jax.Array:
             return jnp.where(step.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
 
         new_carry = jax.tree_util.tree_map(keep, new_carry, carry)
-        new_rep = keep(new_rep, rep)
+        new_last = keep(new_last, last)
         # Variant t skips position t: its state is the full window's before this step.
         var_carry = jax.tree_util.tree_map(
             lambda n, f: jnp.concatenate([n[b:], f], axis=0), new_carry, full_carry
         )
-        var_rep = jnp.concatenate([new_rep[b:], full_rep], axis=0)
+        var_last = jnp.concatenate([new_last[b:], full_last], axis=0)
         full_carry = jax.tree_util.tree_map(lambda x: x[:b], new_carry)
-        full_rep = new_rep[:b]
-    return jnp.concatenate([full_rep, var_rep], axis=0).reshape(length + 1, b, -1)
+        full_last = new_last[:b]
+    carry = jax.tree_util.tree_map(
+        lambda f, v: jnp.concatenate([f, v], axis=0), full_carry, var_carry
+    )
+    rep = models.readout(cfg, params, carry, jnp.concatenate([full_last, var_last], axis=0))
+    # A window with no real event has no representation (zeros, as `replay_window`).
+    rep = jnp.where((carry["count"] > 0)[:, None], rep, 0.0)
+    return rep.reshape(length + 1, b, -1)
 
 
 def item_scores(params: Params, rep: jax.Array, items: jax.Array) -> jax.Array:

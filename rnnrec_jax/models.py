@@ -123,9 +123,20 @@ class SessionEncoder(nn.Module):
 
     @nn.compact
     def __call__(
-        self, carry: Carry, inp: StepInput, train: bool = False
+        self, carry: Carry, inp: StepInput, train: bool = False, part: str = "step"
     ) -> tuple[Carry, tuple[jax.Array, jax.Array]]:
+        """One event; ``part`` runs all of it or one half (see `recurrent_step`).
+
+        * ``"step"``: the whole step, ``(carry, (rep, purchase logit))``.
+        * ``"recurrent"``: all but the readout, ``(carry, (input vector, purchase
+          logit))``: the readout feeds nothing back into the carry.
+        * ``"readout"``: the representation of an already updated carry, whose last
+          event's input vector is ``inp.embedding``: ``(carry, (rep, zeros))``.
+        """
         cfg = self.cfg
+        zeros = jnp.zeros(inp.embedding.shape[0], jnp.float32)
+        if part == "readout":
+            return carry, (self._readout(carry, inp.embedding), zeros)
         x = inp.embedding
         if cfg.dropout_embedding > 0:
             x = nn.Dropout(cfg.dropout_embedding, deterministic=not train)(x)
@@ -147,20 +158,33 @@ class SessionEncoder(nn.Module):
         out["h"] = tuple(new_h)
         if cfg.cell == "lstm":
             out["c"] = tuple(new_c)
-        count = carry["count"] + 1
-        out["count"] = count
+        out["count"] = carry["count"] + 1
+        if cfg.attention:
+            out["window"] = jnp.concatenate([carry["window"][:, 1:], x[:, None, :]], axis=1)
+            if cfg.attention_mode == "residual" and cfg.readout_mean_item:
+                out["emb_sum"] = carry["emb_sum"] + emb
+        rep = emb if part == "recurrent" else self._readout(out, emb)
+        if cfg.purchase_head:
+            out, feats = _purchase_features(carry, out, inp)
+            w_in = jnp.concatenate([x, feats], axis=-1)
+            logit = nn.Dense(1, name="purchase")(w_in)[:, 0]
+        else:
+            logit = zeros.astype(x.dtype)
+        return out, (rep, logit)
+
+    def _readout(self, out: Carry, emb: jax.Array) -> jax.Array:
+        """The representation of an updated carry whose last input vector was ``emb``."""
+        cfg = self.cfg
+        x = out["h"][-1]
         rep = x
         if cfg.attention:
-            window = jnp.concatenate([carry["window"][:, 1:], x[:, None, :]], axis=1)
-            out["window"] = window
+            window, count = out["window"], out["count"]
             if cfg.attention_mode == "residual":
                 extras = []
                 if cfg.readout_last_item:
                     extras.append(emb)
                 if cfg.readout_mean_item:
-                    emb_sum = carry["emb_sum"] + emb
-                    out["emb_sum"] = emb_sum
-                    extras.append(emb_sum / count[:, None].astype(emb.dtype))
+                    extras.append(out["emb_sum"] / count[:, None].astype(emb.dtype))
                 rep = self._residual_readout(x, window, count, extras)
             else:
                 rep = self._attend(x, window, count)
@@ -174,13 +198,7 @@ class SessionEncoder(nn.Module):
                 lambda *_: jnp.asarray(np.log(cfg.score_scale_init), jnp.float32),
             )
             rep = jnp.exp(log_scale) * _l2_normalize(rep)
-        if cfg.purchase_head:
-            out, feats = _purchase_features(carry, out, inp)
-            w_in = jnp.concatenate([x, feats], axis=-1)
-            logit = nn.Dense(1, name="purchase")(w_in)[:, 0]
-        else:
-            logit = jnp.zeros(x.shape[0], x.dtype)
-        return out, (rep, logit)
+        return rep
 
     def _attention_pool(self, h: jax.Array, window: jax.Array, count: jax.Array) -> jax.Array:
         """NARM's local encoder: sum_j a_j h_j, a = softmax(v . sig(A1 h_t + A2 h_j))."""
@@ -389,6 +407,72 @@ def encode_step(
         rngs=rngs,
     )
     return carry, rep, logit
+
+
+def recurrent_step(
+    cfg: ModelConfig,
+    params: Params,
+    carry: Carry,
+    items: jax.Array,
+    times: jax.Array | None = None,
+) -> tuple[Carry, jax.Array, jax.Array]:
+    """An inference step without its readout: `encode_step` less the representation.
+
+    The readout feeds nothing back into the carry, so a loop that needs the
+    representations of many steps reads them out afterwards in one batch (`readout`)
+    instead of once per step at a small batch.
+
+    Args:
+      cfg: model configuration.
+      params: model params.
+      carry: batch carry (already reset where a session starts).
+      items: (B,) int32 item indices of the current events.
+      times: (B,) float32 event times (only the purchase features use them).
+
+    Returns:
+      (new carry, the events' input vectors (B, in_dim), which `readout` needs,
+      purchase logit (B,)).
+    """
+    rows = jnp.take(params[input_table_name(cfg)], items, axis=0)
+    if times is None:
+        times = jnp.zeros(items.shape, jnp.float32)
+    carry, (emb, logit) = SessionEncoder(cfg).apply(
+        {"params": params["encoder"]}, carry, StepInput(rows, items, times), part="recurrent"
+    )
+    return carry, emb, logit
+
+
+# The carry entries `readout` reads (those a config has).
+READOUT_KEYS = ("h", "window", "count", "emb_sum")
+
+
+def readout_carry(carry: Carry) -> Carry:
+    """The part of a carry that `readout` reads (for keeping it per event)."""
+    return {key: carry[key] for key in READOUT_KEYS if key in carry}
+
+
+def readout(cfg: ModelConfig, params: Params, carry: Carry, last_input: jax.Array) -> jax.Array:
+    """The representation `encode_step` returns, from the carry it left.
+
+    Args:
+      cfg: model configuration.
+      params: model params.
+      carry: batch carry after at least one event (a fresh carry has no mean input),
+        or its `readout_carry`.
+      last_input: (B, in_dim) the input vector of the carry's last event
+        (`recurrent_step`'s second output).
+
+    Returns:
+      (B, output_dim) representations.
+    """
+    n = last_input.shape[0]
+    _, (rep, _) = SessionEncoder(cfg).apply(
+        {"params": params["encoder"]},
+        carry,
+        StepInput(last_input, jnp.zeros(n, jnp.int32), jnp.zeros(n, jnp.float32)),
+        part="readout",
+    )
+    return rep
 
 
 def valid_item_mask(capacity: int, n_items: int | jax.Array) -> jax.Array:

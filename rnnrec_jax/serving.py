@@ -171,6 +171,20 @@ def compile_events() -> int:
 # ----------------------------------------------------------------------- the model
 
 
+class _EventsPlan(NamedTuple):
+    """`ServingModel.step_events`' inputs, unpacked inside the jitted function."""
+
+    grid: jax.Array  # (size, lanes) event per loop step and lane (size = empty)
+    users: jax.Array  # (size + 1,) the user row of each event
+    items: jax.Array  # (size + 1,) item indices
+    reset: jax.Array  # (size + 1,) bool: a new session starts at the event
+    first: jax.Array  # (size + 1,) bool: the user's first event in this batch
+    steps: jax.Array  # () loop steps
+    gap: jax.Array  # (size + 1,) seconds since the user's previous event
+    t_hi: jax.Array  # (size + 1,) event time, float32 high part
+    t_lo: jax.Array  # (size + 1,) and low part
+
+
 class ServingModel:
     """A trained model ready to serve: fixed buckets, one jitted step, numpy in and out.
 
@@ -743,13 +757,168 @@ class ServingModel:
         history = split[7].reshape(size, self.explain_window) if explain else None
         flat, gap, t_hi, t_lo = jnp.split(floats, np.cumsum([rows * width, rows, rows]))
         carries = self._unflatten_traced(flat.reshape(rows, width))
+        plan = _EventsPlan(grid, users, items, reset, first, steps[0], gap, t_hi, t_lo)
+        # A separate purchase model reads every step's representation: the readout
+        # then stays inside the loop.
+        loop = self._events_loop if self._purchase_fn is None else self._events_loop_readouts
+        final, rep, p = loop(params, calibration, carries, plan, size=size)
+        top, values, attributions = self._recommend(
+            params, rep[:size], items[:size], excluded, allowed, history, explain=explain
+        )
+        # One output array (integer parts as bit copies): see `step_events_flat`.
+        parts = [self._flatten_traced(final), top, values, p[:size]]
+        if attributions is not None:
+            parts += [attributions.weights, attributions.positions, attributions.top_weights]
+        flat = [
+            (jax.lax.bitcast_convert_type(x, jnp.float32) if x.dtype == jnp.int32
+             else x.astype(jnp.float32)).ravel()
+            for x in parts
+        ]  # fmt: skip
+        # Written piece by piece into one buffer, not concatenated: XLA fuses a
+        # concatenate with its operands' producers (the top-K gather) into a loop that
+        # picks the source operand per element, 5 ms for the carries of a 256 bucket
+        # against a copy of a fraction of that.
+        out = jnp.zeros(sum(x.shape[0] for x in flat), jnp.float32)
+        start = 0
+        for x in flat:
+            out = jax.lax.dynamic_update_slice(out, x, (start,))
+            start += x.shape[0]
+        return out
+
+    def _events_loop(
+        self,
+        params: dict[str, Any],
+        calibration: jax.Array,
+        carries: Carry,
+        plan: _EventsPlan,
+        *,
+        size: int,
+    ) -> tuple[Carry, jax.Array, jax.Array]:
+        """The events' loop: (final carries, representation and purchase probability
+        per event).
+
+        The loop steps the recurrent state only and keeps, per event, what the readout
+        reads; the representations are read out once after it, for all events at
+        once (the readout feeds nothing back into the state). A loop step runs at a
+        batch of ``lanes`` rows, so a readout inside it (the attention keys over the
+        whole window) cost as much per step as the one batched readout does in all.
+        ``src`` is the event whose readout gives a row its representation: the row's
+        own when it stepped, an earlier event of the same user when it did not (an
+        unknown item), -1 when the user has not stepped in this batch (the stored or,
+        after a reset, zero representation, as the per-step loop gives).
+        """
+        cfg = self.model_cfg
+        grid, users, items, reset, first, steps, gap, t_hi, t_lo = plan
+        rows = size + 1
         lane_carry = jax.tree_util.tree_map(
-            lambda c: jnp.zeros((lanes, *c.shape[1:]), c.dtype), carries
+            lambda c: jnp.zeros((grid.shape[1], *c.shape[1:]), c.dtype), carries
         )
-        outputs = (
-            jnp.zeros((rows, self.model_cfg.output_dim), jnp.float32),
-            jnp.zeros((rows,), jnp.float32),
+        rep_out = jnp.zeros((rows, self.model_cfg.output_dim), jnp.float32)
+        p_out = jnp.zeros((rows,), jnp.float32)
+        ev_state = jax.tree_util.tree_map(jnp.zeros_like, models.readout_carry(carries["model"]))
+        ev_input = jnp.zeros((rows, models.input_dim(cfg)), jnp.float32)
+        src_out = jnp.full((rows,), -1, jnp.int32)
+        user_src = jnp.full((rows,), -1, jnp.int32)
+        lane_src = jnp.full(grid.shape[1:], -1, jnp.int32)
+
+        def body(t: jax.Array, state: tuple) -> tuple:
+            lane_carry, lane_src, final, ev_state, ev_input, outs = state
+            rep_out, p_out, src_out, user_src = outs
+            event = grid[t]
+            user = users[event]
+            stored = jax.tree_util.tree_map(lambda c: c[user], final)
+            fresh = first[event] | reset[event]
+
+            def start(lane: jax.Array, new: jax.Array) -> jax.Array:
+                # A lane's first event of a user reads that user's carry; a reset
+                # (new session) starts from zeros, as `init_carry` does.
+                shape = (-1,) + (1,) * (lane.ndim - 1)
+                lane = jnp.where(first[event].reshape(shape), new, lane)
+                return jnp.where(reset[event].reshape(shape), jnp.zeros_like(lane), lane)
+
+            lane_carry = jax.tree_util.tree_map(start, lane_carry, stored)
+            lane_carry, emb, stepping = self._advance_recurrent(
+                params, lane_carry, items[event], event < size, gap[event], t_hi[event],
+                t_lo[event],
+            )  # fmt: skip
+            lane_src = jnp.where(stepping, event, jnp.where(fresh, -1, lane_src))
+            p = jax.nn.sigmoid(calibration[0] * lane_carry["logit"] + calibration[1])
+            final = jax.tree_util.tree_map(lambda f, c: f.at[user].set(c), final, lane_carry)
+            ev_state = jax.tree_util.tree_map(
+                lambda e, c: e.at[event].set(c), ev_state,
+                models.readout_carry(lane_carry["model"]),
+            )  # fmt: skip
+            outs = (
+                rep_out.at[event].set(lane_carry["rep"]),
+                p_out.at[event].set(p),
+                src_out.at[event].set(lane_src),
+                user_src.at[user].set(lane_src),
+            )
+            return lane_carry, lane_src, final, ev_state, ev_input.at[event].set(emb), outs
+
+        state = (lane_carry, lane_src, carries, ev_state, ev_input,
+                 (rep_out, p_out, src_out, user_src))  # fmt: skip
+        _, _, final, ev_state, ev_input, outs = jax.lax.fori_loop(0, steps, body, state)
+        rep_out, p, src_out, user_src = outs
+        rep_all = models.readout(cfg, params, ev_state, ev_input)  # (rows, D)
+
+        def pick(src: jax.Array, fallback: jax.Array) -> jax.Array:
+            return jnp.where((src >= 0)[:, None], rep_all[jnp.maximum(src, 0)], fallback)
+
+        final = {**final, "rep": pick(user_src, final["rep"])}
+        return final, pick(src_out, rep_out), p
+
+    def _advance_recurrent(
+        self,
+        params: dict[str, Any],
+        carry: Carry,
+        items: jax.Array,
+        mask: jax.Array,
+        gap: jax.Array,
+        t_hi: jax.Array,
+        t_lo: jax.Array,
+    ) -> tuple[Carry, jax.Array, jax.Array]:
+        """`_advance` without the readout: (new serving carry, its ``rep`` left as it
+        was; the events' input vectors; which rows stepped)."""
+        cfg = self.model_cfg
+        stepping = mask & (items > 0)
+        model_carry = carry["model"]
+        if self._timed:
+            # The exact gap arrives as the time; last_time 0 makes time - last_time = gap.
+            model_carry = {**model_carry, "last_time": jnp.zeros_like(model_carry["last_time"])}
+        stepped, emb, logit = models.recurrent_step(cfg, params, model_carry, items, gap)
+
+        def keep(new: jax.Array, old: jax.Array) -> jax.Array:
+            return jnp.where(stepping.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
+
+        new_carry = {
+            **carry,
+            "model": jax.tree_util.tree_map(keep, stepped, carry["model"]),
+            "logit": keep(logit, carry["logit"]),
+        }
+        if self._timed:
+            new_carry["t_hi"] = keep(t_hi, carry["t_hi"])
+            new_carry["t_lo"] = keep(t_lo, carry["t_lo"])
+        return new_carry, emb, stepping
+
+    def _events_loop_readouts(
+        self,
+        params: dict[str, Any],
+        calibration: jax.Array,
+        carries: Carry,
+        plan: _EventsPlan,
+        *,
+        size: int,
+    ) -> tuple[Carry, jax.Array, jax.Array]:
+        """The events' loop with each step's readout inside (for a separate purchase
+        model, which reads the representation of every step)."""
+        grid, users, items, reset, first, steps, gap, t_hi, t_lo = plan
+        rows = size + 1
+        lane_carry = jax.tree_util.tree_map(
+            lambda c: jnp.zeros((grid.shape[1], *c.shape[1:]), c.dtype), carries
         )
+        rep_out = jnp.zeros((rows, self.model_cfg.output_dim), jnp.float32)
+        p_out = jnp.zeros((rows,), jnp.float32)
 
         def body(t: jax.Array, state: tuple) -> tuple:
             lane_carry, final, (rep_out, p_out) = state
@@ -773,19 +942,10 @@ class ServingModel:
             return lane_carry, final, (rep_out.at[event].set(lane_carry["rep"]),
                                        p_out.at[event].set(p))  # fmt: skip
 
-        _, final, (rep, p) = jax.lax.fori_loop(0, steps[0], body, (lane_carry, carries, outputs))
-        top, values, attributions = self._recommend(
-            params, rep[:size], items[:size], excluded, allowed, history, explain=explain
+        _, final, (rep, p) = jax.lax.fori_loop(
+            0, steps, body, (lane_carry, carries, (rep_out, p_out))
         )
-        # One output array (integer parts as bit copies): see `step_events_flat`.
-        parts = [self._flatten_traced(final), top, values, p[:size]]
-        if attributions is not None:
-            parts += [attributions.weights, attributions.positions, attributions.top_weights]
-        return jnp.concatenate([
-            (jax.lax.bitcast_convert_type(x, jnp.float32) if x.dtype == jnp.int32
-             else x.astype(jnp.float32)).ravel()
-            for x in parts
-        ])  # fmt: skip
+        return final, rep, p
 
     def _unflatten_traced(self, flat: jax.Array) -> Carry:
         leaves, start = [], 0

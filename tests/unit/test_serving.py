@@ -249,17 +249,25 @@ def rounds_reference(
     ],
     ids=["gru", "lstm-stacked", "gru-attention-16", "default-config"],
 )
-def test_step_events_equals_stepping_round_by_round(cfg: ModelConfig) -> None:
+@pytest.mark.parametrize("purchase_model", [False, True], ids=["head", "purchase-fn"])
+def test_step_events_equals_stepping_round_by_round(cfg: ModelConfig, purchase_model: bool) -> None:
     # One call for several events per user (lanes in a jitted loop, one scoring of all
     # events) against one `step` per round. 40 users on 8 lanes (the 32 bucket), one
     # user with 12 events, resets, OOV events, times, exclusions and explanations.
+    # Without a purchase model the loop reads the representations out after it; a
+    # purchase model that reads every step's representation keeps them inside.
     rng = np.random.default_rng(1)
     params = models.init_params(cfg, jax.random.PRNGKey(0))
     params = jax.tree_util.tree_map(
         lambda x: x + 0.1 * rng.standard_normal(x.shape).astype(x.dtype), params
     )
     vocab = ItemVocabulary([f"i{i}" for i in range(60)], capacity=cfg.item_capacity)
-    model = ServingModel(params, cfg, vocab, "v", buckets=(8, 32, 128), k=10)
+
+    def purchase_fn(carry: dict, rep: jax.Array, logit: jax.Array) -> jax.Array:
+        return jax.nn.sigmoid(0.3 * rep[:, 0] - 0.2 * rep[:, 1] + logit)
+
+    model = ServingModel(params, cfg, vocab, "v", buckets=(8, 32, 128), k=10,
+                         purchase_fn=purchase_fn if purchase_model else None)  # fmt: skip
     assert model.lanes_for(128) == 16 and model.lanes_for(32) == 8
     n_users = 40
     counts = rng.integers(1, 4, n_users)
