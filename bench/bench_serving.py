@@ -121,6 +121,9 @@ VARIANTS: dict[str, tuple[str, str, dict[str, str], str]] = {
     "worker-noexplain-default-256": (
         "worker", "default", {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0"}, "new",
     ),
+    "base-noexplain-default-256": (
+        "worker", "default", {"RNNREC_MAX_BATCH": "256", "RNNREC_EXPLAIN_WINDOW": "0"}, "base",
+    ),
     # The default model with its carry stored in float16 (half of its 14 kB state).
     "worker-explain-default-f16-256": (
         "worker", "default", {"RNNREC_MAX_BATCH": "256", "RNNREC_CARRY_DTYPE": "float16"},

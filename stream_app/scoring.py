@@ -535,7 +535,8 @@ class ServingModelScorer:
         """
         model = self._model
         initial = self._initial
-        carries = np.stack([u.carry if u.carry is not None else initial for u in users])
+        # Rows, not one stacked array: the model writes them straight into its input.
+        carries = [u.carry if u.carry is not None else initial for u in users]
         counts = [len(u.items) for u in users]
         owner = np.repeat(np.arange(len(users)), counts)
         item_ids = [item for u in users for item in u.items]
@@ -549,7 +550,7 @@ class ServingModelScorer:
             histories = [_history_at(u, r) for u in users for r in range(len(u.items))]
             history_idx = self._encode_rows(histories, model.explain_window)
         pending = model.dispatch_events_flat(
-            carries.astype(np.float32, copy=False),
+            carries,
             owner,
             np.asarray(model.vocab.encode(item_ids), np.int32),
             reset=np.asarray([x for u in users for x in u.reset[: len(u.items)]], bool),
