@@ -109,6 +109,7 @@ def replay_variants(cfg: ModelConfig, params: Params, history: jax.Array) -> jax
     # The replays step the recurrent state only; each variant's representation is read
     # out once, at the end, from its last state and last input (the readout feeds
     # nothing back into the state): L + 1 readouts per row instead of L (L + 1) / 2.
+    table = params[models.input_table_name(cfg)]
     full_carry = models.initial_carry(cfg, b)
     full_last = jnp.zeros((b, models.input_dim(cfg)), jnp.float32)
     # The variants that already skipped their position, stacked: t * B rows at time t.
@@ -120,7 +121,15 @@ def replay_variants(cfg: ModelConfig, params: Params, history: jax.Array) -> jax
         )
         last = jnp.concatenate([full_last, var_last], axis=0)
         items = jnp.tile(history[:, t], t + 1)
-        new_carry, new_last, _ = models.recurrent_step(cfg, params, carry, items)
+        # All t + 1 blocks step with the same items: their input rows and the first
+        # layer's input product are computed once, for B rows.
+        rows = jnp.take(table, history[:, t], axis=0)
+        projected = models.first_layer_input(cfg, params, rows)
+        new_carry, new_last, _ = models.recurrent_step(
+            cfg, params, carry, items,
+            input_rows=jnp.tile(rows, (t + 1, 1)),
+            projected=None if projected is None else jnp.tile(projected, (t + 1, 1)),
+        )  # fmt: skip
         step = items > 0
 
         def keep(new: jax.Array, old: jax.Array, step: jax.Array = step) -> jax.Array:

@@ -45,11 +45,14 @@ class StepInput(NamedTuple):
         embedding_mode='none' the first layer's already projected input).
       item: (B,) int32 item index (used by the purchase features).
       time: (B,) float32 event time in seconds (used by the purchase features).
+      projected: optional (B, 3H) ``embedding @ W_x`` of a GRU's first layer, computed
+        once for rows that share an input (the explanation replays); inference only.
     """
 
     embedding: jax.Array
     item: jax.Array
     time: jax.Array
+    projected: jax.Array | None = None
 
 
 def _gru4rec_uniform(dim0_scale: float = 1.0, dim1_scale: float = 1.0) -> Callable:
@@ -145,7 +148,13 @@ class SessionEncoder(nn.Module):
         for i, hdim in enumerate(cfg.hidden_sizes):
             if cfg.cell == "gru":
                 proj = i == 0 and cfg.embedding_mode == "none"
-                h = GRULayer(hdim, projected_input=proj, name=f"gru_{i}")(carry["h"][i], x)
+                if i == 0 and inp.projected is not None and not train:
+                    # The same layer (same params) given its input product.
+                    h = GRULayer(hdim, projected_input=True, name="gru_0")(
+                        carry["h"][0], inp.projected
+                    )
+                else:
+                    h = GRULayer(hdim, projected_input=proj, name=f"gru_{i}")(carry["h"][i], x)
             else:
                 h, c = LSTMLayer(hdim, name=f"lstm_{i}")(carry["h"][i], carry["c"][i], x)
                 new_c.append(c)
@@ -415,6 +424,9 @@ def recurrent_step(
     carry: Carry,
     items: jax.Array,
     times: jax.Array | None = None,
+    *,
+    input_rows: jax.Array | None = None,
+    projected: jax.Array | None = None,
 ) -> tuple[Carry, jax.Array, jax.Array]:
     """An inference step without its readout: `encode_step` less the representation.
 
@@ -428,18 +440,33 @@ def recurrent_step(
       carry: batch carry (already reset where a session starts).
       items: (B,) int32 item indices of the current events.
       times: (B,) float32 event times (only the purchase features use them).
+      input_rows: pre-gathered input rows (B, in_dim).
+      projected: a GRU's first-layer input product (`first_layer_input`), or None.
 
     Returns:
       (new carry, the events' input vectors (B, in_dim), which `readout` needs,
       purchase logit (B,)).
     """
-    rows = jnp.take(params[input_table_name(cfg)], items, axis=0)
+    if input_rows is None:
+        input_rows = jnp.take(params[input_table_name(cfg)], items, axis=0)
     if times is None:
         times = jnp.zeros(items.shape, jnp.float32)
     carry, (emb, logit) = SessionEncoder(cfg).apply(
-        {"params": params["encoder"]}, carry, StepInput(rows, items, times), part="recurrent"
+        {"params": params["encoder"]},
+        carry,
+        StepInput(input_rows, items, times, projected),
+        part="recurrent",
     )
     return carry, emb, logit
+
+
+def first_layer_input(cfg: ModelConfig, params: Params, rows: jax.Array) -> jax.Array | None:
+    """``rows @ W_x`` of a GRU's first layer (None for other cells and for the 'none'
+    embedding mode, whose rows already are that product): rows that share an input can
+    share this product (`recurrent_step`'s ``projected``)."""
+    if cfg.cell != "gru" or cfg.embedding_mode == "none":
+        return None
+    return rows @ params["encoder"]["gru_0"]["w_x"]
 
 
 # The carry entries `readout` reads (those a config has).
