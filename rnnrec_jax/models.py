@@ -403,19 +403,39 @@ def encode_step(
     Returns:
       (new carry, representation (B, output_dim), purchase logit (B,)).
     """
+    carry, (rep, logit) = _apply_encoder(
+        cfg, params, carry, items, times, input_rows=input_rows, train=train, rng=rng
+    )
+    return carry, rep, logit
+
+
+def _apply_encoder(
+    cfg: ModelConfig,
+    params: Params,
+    carry: Carry,
+    items: jax.Array,
+    times: jax.Array | None,
+    *,
+    input_rows: jax.Array | None = None,
+    projected: jax.Array | None = None,
+    train: bool = False,
+    rng: jax.Array | None = None,
+    part: str = "step",
+) -> tuple[Carry, tuple[jax.Array, jax.Array]]:
+    """`SessionEncoder` on one event per row (rows gathered and times zeroed if not given)."""
     if input_rows is None:
         input_rows = jnp.take(params[input_table_name(cfg)], items, axis=0)
     if times is None:
         times = jnp.zeros(items.shape, jnp.float32)
     rngs = {"dropout": rng} if (train and rng is not None) else None
-    carry, (rep, logit) = SessionEncoder(cfg).apply(
+    return SessionEncoder(cfg).apply(
         {"params": params["encoder"]},
         carry,
-        StepInput(input_rows, items, times),
+        StepInput(input_rows, items, times, projected),
         train=train,
         rngs=rngs,
+        part=part,
     )
-    return carry, rep, logit
 
 
 def recurrent_step(
@@ -447,16 +467,10 @@ def recurrent_step(
       (new carry, the events' input vectors (B, in_dim), which `readout` needs,
       purchase logit (B,)).
     """
-    if input_rows is None:
-        input_rows = jnp.take(params[input_table_name(cfg)], items, axis=0)
-    if times is None:
-        times = jnp.zeros(items.shape, jnp.float32)
-    carry, (emb, logit) = SessionEncoder(cfg).apply(
-        {"params": params["encoder"]},
-        carry,
-        StepInput(input_rows, items, times, projected),
+    carry, (emb, logit) = _apply_encoder(
+        cfg, params, carry, items, times, input_rows=input_rows, projected=projected,
         part="recurrent",
-    )
+    )  # fmt: skip
     return carry, emb, logit
 
 

@@ -684,25 +684,9 @@ class ServingModel:
         t_lo: jax.Array,
     ) -> tuple[Carry, jax.Array]:
         """The recurrent part of a step: (new serving carry, purchase probability)."""
-        cfg = self.model_cfg
-        stepping = mask & (items > 0)
-        model_carry = carry["model"]
-        if self._timed:
-            # The exact gap arrives as the time; last_time 0 makes time - last_time = gap.
-            model_carry = {**model_carry, "last_time": jnp.zeros_like(model_carry["last_time"])}
-        stepped, rep, logit = models.encode_step(cfg, params, model_carry, items, gap)
-
-        def keep(new: jax.Array, old: jax.Array) -> jax.Array:
-            return jnp.where(stepping.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
-
-        new_carry = {
-            "model": jax.tree_util.tree_map(keep, stepped, carry["model"]),
-            "rep": keep(rep, carry["rep"]),
-            "logit": keep(logit, carry["logit"]),
-        }
-        if self._timed:
-            new_carry["t_hi"] = keep(t_hi, carry["t_hi"])
-            new_carry["t_lo"] = keep(t_lo, carry["t_lo"])
+        new_carry, _, _ = self._step_carry(
+            params, carry, items, mask, gap, t_hi, t_lo, readout=True
+        )
         rep, logit = new_carry["rep"], new_carry["logit"]
         if self._purchase_fn is not None:
             p = self._purchase_fn(new_carry["model"], rep, logit)
@@ -846,9 +830,9 @@ class ServingModel:
                 return jnp.where(reset[event].reshape(shape), jnp.zeros_like(lane), lane)
 
             lane_carry = jax.tree_util.tree_map(start, lane_carry, stored)
-            lane_carry, emb, stepping = self._advance_recurrent(
+            lane_carry, emb, stepping = self._step_carry(
                 params, lane_carry, items[event], event < size, gap[event], t_hi[event],
-                t_lo[event],
+                t_lo[event], readout=False,
             )  # fmt: skip
             lane_src = jnp.where(stepping, event, jnp.where(fresh, -1, lane_src))
             p = jax.nn.sigmoid(calibration[0] * lane_carry["logit"] + calibration[1])
@@ -877,7 +861,7 @@ class ServingModel:
         final = {**final, "rep": pick(user_src, final["rep"])}
         return final, pick(src_out, rep_out), p
 
-    def _advance_recurrent(
+    def _step_carry(
         self,
         params: dict[str, Any],
         carry: Carry,
@@ -886,16 +870,28 @@ class ServingModel:
         gap: jax.Array,
         t_hi: jax.Array,
         t_lo: jax.Array,
-    ) -> tuple[Carry, jax.Array, jax.Array]:
-        """`_advance` without the readout: (new serving carry, its ``rep`` left as it
-        was; the events' input vectors; which rows stepped)."""
+        *,
+        readout: bool,
+    ) -> tuple[Carry, jax.Array | None, jax.Array]:
+        """One event per row on serving carries: (new carry, the events' input vectors,
+        which rows stepped).
+
+        Rows step where ``mask`` is set and the item is known; the others keep their
+        carry. With ``readout`` the carry's ``rep`` becomes the new representation (and
+        no input vectors are returned); without, ``rep`` is left as it was and the
+        input vectors come back for a later `models.readout`.
+        """
         cfg = self.model_cfg
         stepping = mask & (items > 0)
         model_carry = carry["model"]
         if self._timed:
             # The exact gap arrives as the time; last_time 0 makes time - last_time = gap.
             model_carry = {**model_carry, "last_time": jnp.zeros_like(model_carry["last_time"])}
-        stepped, emb, logit = models.recurrent_step(cfg, params, model_carry, items, gap)
+        if readout:
+            stepped, rep, logit = models.encode_step(cfg, params, model_carry, items, gap)
+            emb = None
+        else:
+            stepped, emb, logit = models.recurrent_step(cfg, params, model_carry, items, gap)
 
         def keep(new: jax.Array, old: jax.Array) -> jax.Array:
             return jnp.where(stepping.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
@@ -905,6 +901,8 @@ class ServingModel:
             "model": jax.tree_util.tree_map(keep, stepped, carry["model"]),
             "logit": keep(logit, carry["logit"]),
         }
+        if readout:
+            new_carry["rep"] = keep(rep, carry["rep"])
         if self._timed:
             new_carry["t_hi"] = keep(t_hi, carry["t_hi"])
             new_carry["t_lo"] = keep(t_lo, carry["t_lo"])
