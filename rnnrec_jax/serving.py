@@ -819,17 +819,8 @@ class ServingModel:
             rep_out, p_out, src_out, user_src = outs
             event = grid[t]
             user = users[event]
-            stored = jax.tree_util.tree_map(lambda c: c[user], final)
             fresh = first[event] | reset[event]
-
-            def start(lane: jax.Array, new: jax.Array) -> jax.Array:
-                # A lane's first event of a user reads that user's carry; a reset
-                # (new session) starts from zeros, as `init_carry` does.
-                shape = (-1,) + (1,) * (lane.ndim - 1)
-                lane = jnp.where(first[event].reshape(shape), new, lane)
-                return jnp.where(reset[event].reshape(shape), jnp.zeros_like(lane), lane)
-
-            lane_carry = jax.tree_util.tree_map(start, lane_carry, stored)
+            lane_carry = _enter_lanes(lane_carry, final, user, first[event], reset[event])
             lane_carry, emb, stepping = self._step_carry(
                 params, lane_carry, items[event], event < size, gap[event], t_hi[event],
                 t_lo[event], readout=False,
@@ -931,16 +922,8 @@ class ServingModel:
             lane_carry, final, (rep_out, p_out) = state
             event = grid[t]
             user = users[event]
-            stored = jax.tree_util.tree_map(lambda c: c[user], final)
 
-            def start(lane: jax.Array, new: jax.Array) -> jax.Array:
-                # A lane's first event of a user reads that user's carry; a reset
-                # (new session) starts from zeros, as `init_carry` does.
-                shape = (-1,) + (1,) * (lane.ndim - 1)
-                lane = jnp.where(first[event].reshape(shape), new, lane)
-                return jnp.where(reset[event].reshape(shape), jnp.zeros_like(lane), lane)
-
-            lane_carry = jax.tree_util.tree_map(start, lane_carry, stored)
+            lane_carry = _enter_lanes(lane_carry, final, user, first[event], reset[event])
             lane_carry, p = self._advance(
                 params, calibration, lane_carry, items[event], event < size,
                 gap[event], t_hi[event], t_lo[event],
@@ -1048,6 +1031,20 @@ def _lane_plan(
         grid[load : load + count, lane] = order[starts[user] : starts[user] + count]
         heapq.heappush(loads, (load + count, lane))
     return grid, first, max(load for load, _ in loads)
+
+
+def _enter_lanes(lanes: Carry, carries: Carry, user: jax.Array, first: jax.Array,
+                 reset: jax.Array) -> Carry:  # fmt: skip
+    """The lanes' carries at their next events: a lane's first event of a user reads
+    that user's carry from ``carries``; a reset (new session) starts from zeros, as
+    `ServingModel.init_carry` does; otherwise the lane goes on with its own."""
+
+    def enter(lane: jax.Array, stored: jax.Array) -> jax.Array:
+        shape = (-1,) + (1,) * (lane.ndim - 1)
+        lane = jnp.where(first.reshape(shape), stored[user], lane)
+        return jnp.where(reset.reshape(shape), jnp.zeros_like(lane), lane)
+
+    return jax.tree_util.tree_map(enter, lanes, carries)
 
 
 def _pad(x: np.ndarray, size: int) -> np.ndarray:
